@@ -1,0 +1,1 @@
+"""Record schemas, placeholder grammar, reason codes, manifest schema and time base."""

@@ -1,0 +1,34 @@
+"""Stage names -> classes. Imports are lazy so that ``xmodal --help`` stays fast and a stage's
+heavy dependencies (torch, librosa) load only where that stage runs."""
+
+from __future__ import annotations
+
+import importlib
+
+from stages.base import Stage
+
+STAGE_CLASSES: dict[str, str] = {
+    "media_check": "stages.media_check:MediaCheck",
+    "placeholder_lint": "stages.placeholder_lint:PlaceholderLint",
+}
+
+# The checks that need no model, in the order `xmodal check` runs them (cheap ones first).
+MODEL_FREE_CHECKS: list[str] = [
+    "placeholder_lint",
+    "media_check",
+]
+
+
+class UnknownStageError(ValueError):
+    pass
+
+
+def get_stage_class(name: str) -> type[Stage]:
+    try:
+        target = STAGE_CLASSES[name]
+    except KeyError:
+        known = ", ".join(sorted(STAGE_CLASSES))
+        raise UnknownStageError(f"unknown stage {name!r}; known stages: {known}") from None
+    module_name, class_name = target.split(":")
+    cls: type[Stage] = getattr(importlib.import_module(module_name), class_name)
+    return cls
