@@ -1,0 +1,1 @@
+"""Orchestration: config, runners, CLI, I/O, shard writers, release, report, jobs, models."""

@@ -1,0 +1,60 @@
+"""Stage ``placeholder_lint``: grammar v1 on ``content`` against the row's media refs.
+
+Consumes ``content``, ``media`` (modality, num_tokens) and ``kind``. Produces no column.
+Rejects with ``ERR_CROSS_MDL_TOKEN_FMT``: escaped sentinels in any form, unpaired, nested or
+empty spans, mixed bodies, span count vs media refs per modality, body length vs
+``num_tokens``, token ids outside the modality's vocabulary, ``<box>`` tags inside spans.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from schemas.placeholders import DEFAULT_VOCAB, PlaceholderLinter, Violation
+from schemas.reason_codes import ReasonCode
+from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
+
+
+def media_token_specs(media_column: pa.ChunkedArray | pa.Array) -> list[list[tuple[str, int | None]]]:
+    """``[(modality, num_tokens), ...]`` per row, in media order."""
+    out: list[list[tuple[str, int | None]]] = []
+    for refs in media_column.to_pylist():
+        out.append([(ref["modality"], ref.get("num_tokens")) for ref in refs or []])
+    return out
+
+
+def lint_verdicts(rows: pa.Table, linter: PlaceholderLinter) -> list[Violation | None]:
+    return linter.check_many(
+        rows["content"].to_pylist(), media_token_specs(rows["media"]), rows["kind"].to_pylist()
+    )
+
+
+class PlaceholderLintParams(StageParams):
+    image_vocab_size: int = Field(DEFAULT_VOCAB, gt=0, description="ids of <IMG_TK_n> must be below this")
+    audio_vocab_size: int = Field(DEFAULT_VOCAB, gt=0, description="ids of <AUD_TK_n> must be below this")
+    video_vocab_size: int = Field(DEFAULT_VOCAB, gt=0, description="ids of <VID_TK_n> must be below this")
+
+
+class PlaceholderLint(Stage):
+    name = "placeholder_lint"
+    params_model = PlaceholderLintParams
+    resources = Resources(num_cpus=0.5, batch_size=1024)
+    error_code: ClassVar[ReasonCode] = ReasonCode.TOKEN_FMT
+
+    def setup(self) -> None:
+        p = self.params
+        if not isinstance(p, PlaceholderLintParams):  # narrow for type checkers
+            raise TypeError(type(p))
+        self.linter = PlaceholderLinter(
+            {"image": p.image_vocab_size, "audio": p.audio_vocab_size, "video": p.video_vocab_size}
+        )
+
+    def process(self, rows: pa.Table) -> pa.Table:
+        verdicts = [
+            Verdict(ReasonCode.TOKEN_FMT, v.detail) if v is not None else None
+            for v in lint_verdicts(rows, self.linter)
+        ]
+        return reject_rows(rows, verdicts, self.name)
