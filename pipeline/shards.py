@@ -1,0 +1,77 @@
+"""Shard writers: Parquet (zstd) and JSONL, deterministic zero-padded names, a size target.
+
+A shard is encoded in memory, hashed, then written once, so that the manifest's sha256 is the
+hash of exactly the bytes on disk or in S3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # relative to the release directory
+    kind: str
+    format: str  # parquet | jsonl
+    rows: int
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def split_by_size(table: pa.Table, target_bytes: int) -> Iterator[pa.Table]:
+    """Consecutive slices of about ``target_bytes`` of Arrow memory each (at least one row)."""
+    if table.num_rows == 0:
+        return
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    rows_per_shard = max(1, target_bytes // per_row)
+    for start in range(0, table.num_rows, rows_per_shard):
+        yield table.slice(start, rows_per_shard)
+
+
+def encode_parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, write_statistics=True)
+    return sink.getvalue()
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/Infinity; readers get null
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def encode_jsonl(table: pa.Table) -> bytes:
+    """One JSON object per line, UTF-8, ``ensure_ascii=False``, no HTML escaping."""
+    lines = [
+        json.dumps(_json_safe(row), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        for row in table.to_pylist()
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def shard_name(prefix: str, index: int, ext: str) -> str:
+    return f"{prefix}-{index:05d}.{ext}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
