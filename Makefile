@@ -1,0 +1,37 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The machine's pip config adds a local find-links with a CPU-only torch that cannot import
+# torchvision; the constraints pin registry builds, so that wheel is never chosen.
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	# fastdtw's compiled extension: the PyPI sdist needs Cython at build time and no isolation,
+	# otherwise pip silently installs the pure-Python build (50-300x slower).
+	$(PIP) install -q -c constraints.txt --no-build-isolation --no-binary fastdtw --no-cache-dir fastdtw
+	$(BIN)/python -c "import fastdtw._fastdtw" || (echo "fastdtw C extension missing" && exit 1)
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0
+	$(BIN)/xmodal run configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+lint: install
+	$(BIN)/ruff check pipeline stages schemas tests benchmarks
+
+clean:
+	rm -rf out .pytest_cache

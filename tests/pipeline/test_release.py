@@ -1,0 +1,101 @@
+"""Release layout, manifest, reconciliation, lint gate and atomic replacement (local disk)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.ingest import fingerprint_input
+from pipeline.local_runner import read_inputs, run_stages
+from pipeline.release import InputFingerprint, ReleaseError, write_release
+from stages.placeholder_lint import PlaceholderLint
+
+VOCAB = {"image": 8192, "audio": 8192, "video": 8192}
+
+
+def make_manifest(tmp_path: Path, n: int = 30) -> str:
+    lines = []
+    for i in range(n):
+        content = "héllo <|image_start|> wörld" if i % 7 == 0 else f"text {i} — naïve “quotes” <b>"
+        lines.append(json.dumps({"id": f"t-{i:03d}", "kind": "text", "content": content, "source": "s", "license": "CC0-1.0"}, ensure_ascii=False))
+    lines.append('{"id": "t-broken", "kind": ')
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def release(tmp_path: Path, manifest: str, **kw: object) -> tuple[pa.Table, dict]:
+    table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
+    result = write_release(
+        table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
+        inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))], config_hash="c" * 64,
+        code_version="test", vocab=VOCAB, **kw,  # type: ignore[arg-type]
+    )
+    return table, result.manifest
+
+
+def test_layout_counts_and_checksums(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    _, man = release(tmp_path, manifest, shard_target_bytes=1500)
+    root = tmp_path / "rel" / "ds" / "v1"
+    counts = man["counts"]
+    assert counts["input_records"] == 31 == counts["kept"] + counts["rejected"]
+    assert counts["rejected_by_code"] == {"ERR_CROSS_MDL_SCHEMA": 1, "ERR_CROSS_MDL_TOKEN_FMT": 5}
+    data = sorted(p.name for p in (root / "data").iterdir())
+    assert len(data) > 1 and data[0] == "text-00000.parquet"  # the size target split the kind
+    kept_rows = 0
+    for shard in man["shards"]:
+        blob = (root / shard["path"]).read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == shard["sha256"] and len(blob) == shard["bytes"]
+        if shard["format"] == "parquet" and shard["kind"] != "rejects":
+            kept_rows += pq.read_table(root / shard["path"]).num_rows
+    assert kept_rows == counts["kept"]
+    assert (root / "rejects" / "placeholder_lint" / "ERR_CROSS_MDL_TOKEN_FMT" / "part-00000.parquet").is_file()
+    assert (root / "rejects" / "ingest" / "ERR_CROSS_MDL_SCHEMA" / "part-00000.parquet").is_file()
+    assert (tmp_path / "rel" / "ds" / "latest").read_text().strip() == "v1"
+    jsonl = (root / "jsonl" / "text-00000.jsonl").read_text(encoding="utf-8")
+    assert "naïve “quotes” <b>" in jsonl and "\\u" not in jsonl  # ensure_ascii=False, no HTML escaping
+    ids = [json.loads(line)["id"] for line in jsonl.splitlines()]
+    assert ids == sorted(ids)
+    assert not [p for p in (tmp_path / "rel" / "ds").iterdir() if p.name.startswith(".")]  # no temp dir left
+
+
+def test_existing_version_is_not_overwritten_unless_asked(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    release(tmp_path, manifest)
+    with pytest.raises(ReleaseError, match="already exists"):
+        release(tmp_path, manifest)
+    _, man = release(tmp_path, manifest, overwrite=True)
+    assert man["counts"]["input_records"] == 31
+
+
+def test_same_input_gives_byte_identical_shards(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    _, first = release(tmp_path, manifest)
+    _, second = release(tmp_path, manifest, overwrite=True)
+    assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in second["shards"]]
+
+
+def test_counts_that_do_not_reconcile_stop_the_release(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
+    with pytest.raises(ReleaseError, match="do not reconcile"):
+        write_release(table.slice(1), root=str(tmp_path / "rel"), dataset="ds", version="v1",
+                      inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+                      config_hash="c", code_version="t", vocab=VOCAB)
+    assert not (tmp_path / "rel" / "ds" / "v1").exists()
+
+
+def test_lint_failure_stops_the_release(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    table = read_inputs([manifest], 1 << 20)  # no lint stage ran: bad rows are still "ok"
+    with pytest.raises(ReleaseError, match="placeholder lint failed"):
+        write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
+                      inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+                      config_hash="c", code_version="t", vocab=VOCAB)
+    assert not (tmp_path / "rel" / "ds").exists() or not any((tmp_path / "rel" / "ds").iterdir())
