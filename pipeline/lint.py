@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 from pipeline.io import filesystem_for
 from schemas.placeholders import PlaceholderLinter
 from schemas.records import MEDIA_TYPE
-from stages.placeholder_lint import media_token_specs
 
 LINT_SCHEMA = pa.schema(
     [("id", pa.string()), ("kind", pa.string()), ("content", pa.string()), ("media", pa.list_(MEDIA_TYPE))]
@@ -51,7 +50,7 @@ def read_lint_columns(uri: str) -> pa.Table:
 
 
 def lint_table(table: pa.Table, shard: str, linter: PlaceholderLinter) -> list[LintFinding]:
-    verdicts = linter.check_many(table["content"].to_pylist(), media_token_specs(table["media"]), table["kind"].to_pylist())
+    verdicts = linter.check_columns(table["content"], table["media"], table["kind"])
     ids = table["id"].to_pylist()
     return [LintFinding(shard, str(ids[i]), v.rule, v.detail) for i, v in enumerate(verdicts) if v is not None]
 

@@ -25,7 +25,6 @@ from pipeline.io import filesystem_for, resolve_media_uri
 from pipeline.shards import ShardInfo, encode_jsonl, encode_parquet, sha256_hex, shard_name, split_by_size
 from schemas.placeholders import PlaceholderLinter
 from schemas.records import RECORD_FORMAT_VERSION, STATUS_OK
-from stages.placeholder_lint import media_token_specs
 
 MANIFEST_FORMAT = "xmodal-release/1"
 INTERNAL_COLUMNS = ("status", "reject_stage", "reject_code", "reject_detail", "manifest_root")
@@ -89,8 +88,7 @@ def reconcile(table: pa.Table, input_records: int) -> dict[str, Any]:
 
 
 def lint_kept(table: pa.Table, vocab: Mapping[str, int]) -> list[str]:
-    linter = PlaceholderLinter(vocab)
-    verdicts = linter.check_many(table["content"].to_pylist(), media_token_specs(table["media"]), table["kind"].to_pylist())
+    verdicts = PlaceholderLinter(vocab).check_columns(table["content"], table["media"], table["kind"])
     ids = table["id"].to_pylist()
     return [f"{ids[i]}: {v.rule}: {v.detail}" for i, v in enumerate(verdicts) if v is not None]
 

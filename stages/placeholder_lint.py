@@ -18,18 +18,8 @@ from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 
 
-def media_token_specs(media_column: pa.ChunkedArray | pa.Array) -> list[list[tuple[str, int | None]]]:
-    """``[(modality, num_tokens), ...]`` per row, in media order."""
-    out: list[list[tuple[str, int | None]]] = []
-    for refs in media_column.to_pylist():
-        out.append([(ref["modality"], ref.get("num_tokens")) for ref in refs or []])
-    return out
-
-
 def lint_verdicts(rows: pa.Table, linter: PlaceholderLinter) -> list[Violation | None]:
-    return linter.check_many(
-        rows["content"].to_pylist(), media_token_specs(rows["media"]), rows["kind"].to_pylist()
-    )
+    return linter.check_columns(rows["content"], rows["media"], rows["kind"])
 
 
 class PlaceholderLintParams(StageParams):

@@ -95,7 +95,7 @@ PIECES = st.sampled_from(
         "<|audio_pad|>", "<|video_start|>", "<|video_end|>", "<IMG_TK_0>", "<IMG_TK_8191>",
         "<IMG_TK_8192>", "<AUD_TK_999>", "<AUD_TK_1000>", "<VID_TK_15>", "<VID_TK_16>", "<IMG_TK_01>",
         "<box>", "</box>", "red circle", " ", "<", ">", "|", "<|", "|>", "&lt;", "&gt;", "<|x|>",
-        "image_start", "＜", "｜", "\\u003c", "\n", "é",
+        "image_start", "＜", "｜", "\\u003c", "\n", "é", "\u00a0", "\v", "\t",
     ]
 )
 MEDIA = st.lists(
@@ -120,3 +120,57 @@ def test_generated_valid_content_passes(spans: list[tuple[str, int, bool]], text
     content = text.join(span(m, n) if pads else span(m, ids=list(range(n))) for m, n, pads in spans) + text
     media = [(m, n) for m, n, _ in spans]
     assert LINTER.check(content, media) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PIECES | st.sampled_from(["&#60;", "&#x3C;", "%3c%7c", "IMG_TK_", "&amp;lt;", "﹤", "IMAGE_START", "\t"]), max_size=10).map("".join))
+def test_escaped_pattern_same_in_re2_and_python(content: str) -> None:
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from schemas.placeholders import ESCAPED_PATTERN
+
+    re2 = pc.match_substring_regex(pa.array([content]), ESCAPED_PATTERN)[0].as_py()
+    assert re2 == bool(re.search(ESCAPED_PATTERN, content))
+
+
+def test_batch_check_equals_row_check() -> None:
+    contents = [span("image"), "&lt;|image_start|&gt;", None, span("image", ids=[9000])]
+    media = [IMG, IMG, IMG, IMG]
+    batch = LINTER.check_many(contents, media)
+    assert [v.rule if v else None for v in batch] == [None, "escaped_sentinel", "missing_content", "vocab"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(PIECES, max_size=10).map("".join) | st.none(), MEDIA, st.sampled_from(["object", "document"])), min_size=1, max_size=8))
+def test_columns_path_equals_row_path(rows: list[tuple[str | None, list[tuple[str, int | None]], str]]) -> None:
+    import pyarrow as pa
+
+    from schemas.records import MEDIA_TYPE
+
+    contents = [c for c, _, _ in rows]
+    media = [[{"modality": m, "uri": "x", "num_tokens": n} for m, n in refs] for _, refs, _ in rows]
+    kinds = [k for _, _, k in rows]
+    columns = LINTER.check_columns(pa.array(contents, pa.string()), pa.array(media, pa.list_(MEDIA_TYPE)), pa.array(kinds))
+    assert columns == LINTER.check_many(contents, [refs for _, refs, _ in rows], kinds)
+
+
+def test_columns_path_in_threads_on_a_large_batch() -> None:
+    import random
+
+    import pyarrow as pa
+
+    from schemas.records import MEDIA_TYPE
+
+    rng = random.Random(0)
+    pieces = PIECES.wrapped_strategy.elements if hasattr(PIECES, "wrapped_strategy") else None
+    options = ["<|image_start|>", "<|image_pad|>", "<|image_end|>", "<IMG_TK_5>", "<IMG_TK_9000>", "<box>", "</box>", "a", " "]
+    contents = [span("image", rng.randint(1, 3)) + "".join(rng.choice(options) for _ in range(rng.randint(0, 4))) for _ in range(5000)]
+    media = [[{"modality": "image", "uri": "x", "num_tokens": rng.choice([None, 1, 2])}] for _ in contents]
+    specs = [[("image", refs[0]["num_tokens"])] for refs in media]
+    got = LINTER.check_columns(pa.array(contents), pa.array(media, pa.list_(MEDIA_TYPE)), pa.array(["object"] * len(contents)))
+    assert got == LINTER.check_many(contents, specs, ["object"] * len(contents))
+    assert 0 < sum(v is None for v in got) < len(got)
+    del pieces
