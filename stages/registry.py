@@ -10,12 +10,21 @@ from stages.base import Stage
 STAGE_CLASSES: dict[str, str] = {
     "media_check": "stages.media_check:MediaCheck",
     "placeholder_lint": "stages.placeholder_lint:PlaceholderLint",
+    "object_boxes": "stages.object_boxes:ObjectBoxes",
+    "object_anchor": "stages.object_anchor:ObjectAnchor",
+    "object_spatial": "stages.object_spatial:ObjectSpatial",
+    "object_hallucination": "stages.object_hallucination:ObjectHallucination",
+    "object_augment": "stages.object_augment:ObjectAugment",
 }
 
 # The checks that need no model, in the order `xmodal check` runs them (cheap ones first).
 MODEL_FREE_CHECKS: list[str] = [
     "placeholder_lint",
     "media_check",
+    "object_boxes",
+    "object_anchor",
+    "object_spatial",
+    "object_hallucination",
 ]
 
 
