@@ -19,8 +19,17 @@ EXAMPLES = {
 }
 
 
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback."""
+# Modules that add their own commands: each defines ``register_cli(add)`` where
+# ``add(name, help, fn, example) -> argparse.ArgumentParser``; heavy imports stay inside ``fn``.
+COMMAND_MODULES: list[str] = []
+
+
+class UserError(Exception):
+    """An error the user can fix (bad argument, missing checkpoint, failed gate); command
+    modules raise it and ``main`` prints it without a traceback and exits 2."""
+
+
+CliError = UserError
 
 
 def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -150,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, fn: Callable[[argparse.Namespace], int], example: str | None = None) -> argparse.ArgumentParser:
+        if example is not None:
+            EXAMPLES[name] = example
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(fn=fn)
@@ -183,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a shard, a release directory, or an s3:// prefix")
     for m in ("image", "audio", "video"):
         p.add_argument(f"--{m}-vocab", type=int, default=8192, help=f"{m} token vocabulary size (default 8192)")
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register_cli(add)
+    parser.epilog = "examples:\n  " + "\n  ".join(EXAMPLES.values())
     return parser
 
 
@@ -196,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.fn(args))
-    except (CliError, ConfigError, ReleaseError, UnknownStageError) as err:
+    except (CliError, ConfigError, ReleaseError, UnknownStageError, UserError) as err:
         print(f"xmodal {args.command}: error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
