@@ -15,6 +15,8 @@ STAGE_CLASSES: dict[str, str] = {
     "object_spatial": "stages.object_spatial:ObjectSpatial",
     "object_hallucination": "stages.object_hallucination:ObjectHallucination",
     "object_augment": "stages.object_augment:ObjectAugment",
+    "segment_checks": "stages.segment_checks:SegmentChecks",
+    "segment_align": "stages.segment_align:SegmentAlign",
 }
 
 # The checks that need no model, in the order `xmodal check` runs them (cheap ones first).
@@ -25,6 +27,7 @@ MODEL_FREE_CHECKS: list[str] = [
     "object_anchor",
     "object_spatial",
     "object_hallucination",
+    "segment_checks",
 ]
 
 
