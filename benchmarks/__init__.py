@@ -1,3 +1,4 @@
-"""Speed and memory benchmarks. Each ``bench_*.py`` has ``main()``, prints its own table and
-returns rows ``{"benchmark", "metric", "value", "target"}`` for the summary of ``make bench``.
-Every figure is a ratio measured within one run, so machines of different speed compare."""
+"""Speed and memory benchmarks. Each ``bench_*.py`` runs as ``python -m benchmarks.bench_x``,
+prints its own table and reports its headline figures with :func:`benchmarks._result.report`;
+``python -m benchmarks`` (``make bench``) runs them one process each (some pin a core) and prints
+a summary. Figures are ratios or rates measured within one run."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.json as pajson
 
+from benchmarks._result import report
 from pipeline.lint import lint_shard
 from schemas.placeholders import PlaceholderLinter, span
 
@@ -66,8 +68,9 @@ def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def main() -> list[dict[str, object]]:
-    size = int(os.environ.get("XMODAL_BENCH_LINT_MB", "100")) * 1_000_000
+def main(argv: list[str] | None = None) -> int:
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
+    size = int(os.environ.get("XMODAL_BENCH_LINT_MB", "20" if quick else "100")) * 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "object-00000.jsonl"
         nbytes = make_shard(path, size)
@@ -79,10 +82,12 @@ def main() -> list[dict[str, object]]:
         t_read = best_of(3, lambda: pajson.read_json(str(path), read_options=pajson.ReadOptions(block_size=16 << 20)))
         t_lint = best_of(3, lambda: lint_shard(str(path), linter))
     ratio = t_read / t_lint
-    print(f"| shard MB | pyarrow read_json MB/s | xmodal lint MB/s | ratio (target >= 0.5) |")
+    print("| shard MB | pyarrow read_json MB/s | xmodal lint MB/s | ratio (target >= 0.5) |")
     print(f"| {mb:8.1f} | {mb / t_read:22.1f} | {mb / t_lint:16.1f} | {ratio:21.2f} |")
-    return [{"benchmark": "lint", "metric": "lint MB/s / pyarrow read_json MB/s (100 MB JSONL)", "value": ratio, "target": ">= 0.5"}]
+    report("lint", f"lint MB/s / pyarrow read_json MB/s ({mb:.0f} MB JSONL)", ratio, ">= 0.5")
+    report("lint", "lint MB/s", mb / t_lint)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,6 +15,8 @@ Run: ``python benchmarks/bench_object_augment.py`` (``--quick`` for a short smok
 
 from __future__ import annotations
 
+from benchmarks._result import report
+
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:<48}{seconds:>9.3f}{count / seconds:>10.1f}"
                   f"{best['alone'] / seconds:>7.2f}")
         ratio = best["alone"] / best["stage"]
+        report("object_augment", "augment images/s / albumentations alone images/s", ratio, ">= 0.9")
         print(f"stage / albumentations alone = {ratio:.2f} (target >= 0.9: "
               f"{'met' if ratio >= 0.9 else 'NOT met'})")
     finally:
