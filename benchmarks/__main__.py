@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("RESULT "):
-                summary.append(json.loads(line[len("RESULT "):]))
+                summary.append(json.loads(line[len("RESULT ") :]))
             else:
                 print(line, end="", flush=True)
         if proc.wait() != 0:
@@ -36,7 +36,13 @@ def main(argv: list[str]) -> int:
     print(f"|{'-' * 18}|{'-' * 66}|{'-' * 12}|{'-' * 12}|")
     for r in summary:
         v = r["value"]
-        shown = f"{v:10.3g}" if isinstance(v, float) and abs(v) < 1e4 else f"{v:10,.0f}" if isinstance(v, (int, float)) else str(v)
+        shown = (
+            f"{v:10.3g}"
+            if isinstance(v, float) and abs(v) < 1e4
+            else f"{v:10,.0f}"
+            if isinstance(v, (int, float))
+            else str(v)
+        )
         print(f"| {r['benchmark']!s:16s} | {r['metric']!s:64s} | {shown:>10s} | {r['target']!s:>10s} |")
     if failed:
         print(f"\nfailed: {', '.join(failed)}")

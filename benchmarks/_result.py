@@ -6,4 +6,6 @@ import json
 
 
 def report(benchmark: str, metric: str, value: float, target: str = "") -> None:
-    print("RESULT " + json.dumps({"benchmark": benchmark, "metric": metric, "value": value, "target": target}), flush=True)
+    print(
+        "RESULT " + json.dumps({"benchmark": benchmark, "metric": metric, "value": value, "target": target}), flush=True
+    )

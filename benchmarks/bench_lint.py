@@ -35,21 +35,35 @@ def make_shard(path: Path, target_bytes: int, seed: int = 0) -> int:
             if i % 4 == 0:
                 n = rng.randint(16, 64)
                 body = span("image", ids=[rng.randrange(8192) for _ in range(n)])
-                media = [{"modality": "image", "uri": f"s3://b/m/{i}.png", "num_tokens": n, "width": 256, "height": 192}]
+                media = [
+                    {"modality": "image", "uri": f"s3://b/m/{i}.png", "num_tokens": n, "width": 256, "height": 192}
+                ]
             elif i % 4 == 1:
                 body = span("video") + span("audio")
-                media = [{"modality": "video", "uri": f"s3://b/m/{i}.mp4"}, {"modality": "audio", "uri": f"s3://b/m/{i}.wav"}]
+                media = [
+                    {"modality": "video", "uri": f"s3://b/m/{i}.mp4"},
+                    {"modality": "audio", "uri": f"s3://b/m/{i}.wav"},
+                ]
             else:
                 body = span("image")
                 media = [{"modality": "image", "uri": f"s3://b/m/{i}.png", "width": 256, "height": 192}]
             content = f"{body} A <box>{a}</box> to the left of a <box>{b}</box>. " + " ".join(
-                rng.choice(["the", "shape", "is", "near", "large", "small", "and", "a"]) for _ in range(rng.randint(20, 80))
+                rng.choice(["the", "shape", "is", "near", "large", "small", "and", "a"])
+                for _ in range(rng.randint(20, 80))
             )
             row = {
-                "id": f"obj-{i:08d}", "kind": "object", "content": content, "media": media,
-                "source": "bench", "license": "CC0-1.0", "placeholder_version": "v1", "review_status": "unreviewed",
-                "boxes": [{"label": a, "bbox": [10.0, 20.0, 60.0, 80.0], "format": "pascal_voc"},
-                          {"label": b, "bbox": [120.0, 20.0, 200.0, 90.0], "format": "pascal_voc"}],
+                "id": f"obj-{i:08d}",
+                "kind": "object",
+                "content": content,
+                "media": media,
+                "source": "bench",
+                "license": "CC0-1.0",
+                "placeholder_version": "v1",
+                "review_status": "unreviewed",
+                "boxes": [
+                    {"label": a, "bbox": [10.0, 20.0, 60.0, 80.0], "format": "pascal_voc"},
+                    {"label": b, "bbox": [120.0, 20.0, 200.0, 90.0], "format": "pascal_voc"},
+                ],
                 "captions": [f"A {a} and a {b}.", f"The {a} is left of the {b}."],
             }
             line = json.dumps(row, ensure_ascii=False) + "\n"

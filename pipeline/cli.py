@@ -13,8 +13,14 @@ from typing import Any
 EXAMPLES = {
     "sample": "xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0",
     "check": "xmodal check out/sample/manifest.jsonl --out out/check",
-    "stage": "xmodal stage placeholder_lint --input out/sample/manifest.jsonl --output out/lint --set image_vocab_size=16384",
-    "run": "xmodal run configs/demo.yaml            # local Ray unless ray.address is set\n  xmodal run configs/demo.yaml --local    # in-process, no Ray",
+    "stage": (
+        "xmodal stage placeholder_lint --input out/sample/manifest.jsonl --output out/lint"
+        " --set image_vocab_size=16384"
+    ),
+    "run": (
+        "xmodal run configs/demo.yaml            # local Ray unless ray.address is set\n"
+        "  xmodal run configs/demo.yaml --local    # in-process, no Ray"
+    ),
     "lint": "xmodal lint out/releases/sample-world/demo    # a release directory, a shard, or s3://…",
 }
 
@@ -152,22 +158,35 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xmodal",
-        description="Build cross-modal training data: bind images, audio, video and text, check the bindings, release shards.",
+        description=(
+            "Build cross-modal training data: bind images, audio, video and text, check the bindings, release shards."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, fn: Callable[[argparse.Namespace], int], example: str | None = None) -> argparse.ArgumentParser:
+    def add(
+        name: str, help_text: str, fn: Callable[[argparse.Namespace], int], example: str | None = None
+    ) -> argparse.ArgumentParser:
         if example is not None:
             EXAMPLES[name] = example
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(fn=fn)
         return p
 
-    p = add("sample", "generate the synthetic sample world (images, audio, video, documents) with injected faults", cmd_sample)
+    p = add(
+        "sample",
+        "generate the synthetic sample world (images, audio, video, documents) with injected faults",
+        cmd_sample,
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--n", type=int, default=200, help="number of records (default 200)")
     p.add_argument("--faults", type=float, default=0.1, help="fraction of records with an injected fault (default 0.1)")
@@ -206,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from pipeline.config import ConfigError
     from pipeline.release import ReleaseError
     from stages.registry import UnknownStageError

@@ -39,9 +39,7 @@ def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _rejected_row(
-    raw: bytes, where: str, detail: str, root: str, fallback_id: str
-) -> dict[str, Any]:
+def _rejected_row(raw: bytes, where: str, detail: str, root: str, fallback_id: str) -> dict[str, Any]:
     head = raw[:4096]
     id_match = _ID_SALVAGE.search(head)
     kind_match = _KIND_SALVAGE.search(head)
@@ -59,18 +57,29 @@ def _rejected_row(
 
 def _validated_row(obj: object, raw: bytes, where: str, root: str, fallback_id: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        return _rejected_row(raw, where, f"{where}: record is a JSON {type(obj).__name__}, not an object", root, fallback_id)
+        return _rejected_row(
+            raw, where, f"{where}: record is a JSON {type(obj).__name__}, not an object", root, fallback_id
+        )
     try:
         record = Record.model_validate(obj)
     except ValidationError as err:
         return _rejected_row(raw, where, f"{where}: {describe_validation_error(err)}", root, fallback_id)
     row = record.model_dump()
-    row.update(status=STATUS_OK, reject_stage=None, reject_code=None, reject_detail=None,
-               parent_id=None, manifest_root=root, source_ref=where)
+    row.update(
+        status=STATUS_OK,
+        reject_stage=None,
+        reject_code=None,
+        reject_detail=None,
+        parent_id=None,
+        manifest_root=root,
+        source_ref=where,
+    )
     return row
 
 
-def iter_jsonl_rows(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[dict[str, Any]]:
+def iter_jsonl_rows(
+    data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[dict[str, Any]]:
     root = parent_uri(uri)
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.strip()
@@ -79,7 +88,13 @@ def iter_jsonl_rows(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_R
         where = f"{uri}:{lineno}"
         fallback_id = f"@line:{lineno}"
         if len(raw) > max_record_bytes:
-            yield _rejected_row(raw, where, f"{where}: record is {len(raw)} bytes, over the limit of {max_record_bytes}", root, fallback_id)
+            yield _rejected_row(
+                raw,
+                where,
+                f"{where}: record is {len(raw)} bytes, over the limit of {max_record_bytes}",
+                root,
+                fallback_id,
+            )
             continue
         try:
             text = raw.decode("utf-8")
@@ -89,12 +104,16 @@ def iter_jsonl_rows(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_R
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            yield _rejected_row(raw, where, f"{where}: invalid JSON: {err.msg} at column {err.colno}", root, fallback_id)
+            yield _rejected_row(
+                raw, where, f"{where}: invalid JSON: {err.msg} at column {err.colno}", root, fallback_id
+            )
             continue
         yield _validated_row(obj, raw, where, root, fallback_id)
 
 
-def iter_parquet_rows(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[dict[str, Any]]:
+def iter_parquet_rows(
+    data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[dict[str, Any]]:
     root = parent_uri(uri)
     try:
         table = pq.read_table(io.BytesIO(data))
@@ -115,8 +134,12 @@ def mark_duplicates(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if row["status"] == STATUS_OK:
             where = first_seen.get(row["id"])
             if where is not None:
-                row.update(status=STATUS_REJECTED, reject_stage=INGEST_STAGE, reject_code=str(ReasonCode.SCHEMA),
-                           reject_detail=f"{row['source_ref']}: duplicate id {row['id']!r} (first at {where})")
+                row.update(
+                    status=STATUS_REJECTED,
+                    reject_stage=INGEST_STAGE,
+                    reject_code=str(ReasonCode.SCHEMA),
+                    reject_detail=f"{row['source_ref']}: duplicate id {row['id']!r} (first at {where})",
+                )
             else:
                 first_seen[row["id"]] = row["source_ref"]
         yield row

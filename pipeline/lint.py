@@ -76,7 +76,7 @@ def find_shards(uri: str) -> Iterator[str]:
         raise FileNotFoundError(uri)
     prefix = "s3://" if uri.startswith("s3://") else ""
     for entry in sorted(fs.get_file_info(pafs.FileSelector(path, recursive=True)), key=lambda e: e.path):
-        rel = entry.path[len(path):].lstrip("/")
+        rel = entry.path[len(path) :].lstrip("/")
         if entry.is_file and rel.endswith((".parquet", ".jsonl")) and not rel.startswith(("rejects/", ".")):
             yield prefix + entry.path
 

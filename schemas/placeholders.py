@@ -70,9 +70,7 @@ _ESCAPED_RE = re.compile(ESCAPED_PATTERN)
 _LITERAL_RE = re.compile(rf"<\|{_NAMES}\|>")
 
 # Reference tokenizer: known markers, malformed tokens and unknown <|...|> markers.
-_MARKER_RE = re.compile(
-    r"<\|(?P<name>[A-Za-z0-9_]*)\|>|<(?P<prefix>[A-Z]{3})_TK_(?P<num>[^<>]*)>|<(?P<box>/?box)>"
-)
+_MARKER_RE = re.compile(r"<\|(?P<name>[A-Za-z0-9_]*)\|>|<(?P<prefix>[A-Z]{3})_TK_(?P<num>[^<>]*)>|<(?P<box>/?box)>")
 _CANONICAL_INT = re.compile(r"0|[1-9][0-9]*")
 _ASCII_SPACE = " \t\n\f\r\v"  # one definition of "blank" for Python re, RE2 and str.strip
 _RE2_MARKER = r"<\|[A-Za-z0-9_]*\|>|<[A-Z]{3}_TK_[^<>]*>|</?box>"
@@ -126,7 +124,9 @@ def lint_content(
         last_end = m.end()
         tok = m.group(0)
         if open_mod is not None and between:
-            return Violation("text_in_span", f"text {between[:20]!r} inside the {open_mod} span at offset {m.start() - len(between)}")
+            return Violation(
+                "text_in_span", f"text {between[:20]!r} inside the {open_mod} span at offset {m.start() - len(between)}"
+            )
         if m.group("box"):
             if open_mod is not None:
                 return Violation("box_in_span", f"{tok} inside the {open_mod} span at offset {m.start()}")
@@ -147,7 +147,9 @@ def lint_content(
             if modality is None or not _CANONICAL_INT.fullmatch(num):
                 return Violation("malformed_token", f"malformed token {tok!r} at offset {m.start()}")
             if open_mod is None:
-                return Violation("token_outside_span", f"missing {start_sentinel(modality)} before {tok} at offset {m.start()}")
+                return Violation(
+                    "token_outside_span", f"missing {start_sentinel(modality)} before {tok} at offset {m.start()}"
+                )
             if modality != open_mod:
                 return Violation("wrong_modality", f"{tok} inside the {open_mod} span at offset {m.start()}")
             if body_kind == "pad":
@@ -168,7 +170,9 @@ def lint_content(
             open_mod, body_kind, count = modality, None, 0
         elif role == "pad":
             if open_mod is None:
-                return Violation("token_outside_span", f"missing {start_sentinel(modality)} before {tok} at offset {m.start()}")
+                return Violation(
+                    "token_outside_span", f"missing {start_sentinel(modality)} before {tok} at offset {m.start()}"
+                )
             if modality != open_mod:
                 return Violation("wrong_modality", f"{tok} inside the {open_mod} span at offset {m.start()}")
             if body_kind == "token":
@@ -176,7 +180,9 @@ def lint_content(
             body_kind, count = "pad", count + 1
         else:
             if open_mod is None:
-                return Violation("unpaired_end", f"missing {start_sentinel(modality)} before {tok} at offset {m.start()}")
+                return Violation(
+                    "unpaired_end", f"missing {start_sentinel(modality)} before {tok} at offset {m.start()}"
+                )
             if modality != open_mod:
                 return Violation("mismatched_end", f"{open_mod} span closed by {tok} at offset {m.start()}")
             if count == 0:
@@ -200,7 +206,10 @@ def _check_spans_against_media(
             return Violation("span_count", f"{len(lengths)} {modality} span(s) for {len(refs)} {modality} media ref(s)")
         for k, (length, expected) in enumerate(zip(lengths, refs, strict=False)):
             if expected is not None and length != expected:
-                return Violation("num_tokens", f"{modality} span {k + 1} has {length} tokens, its media ref says num_tokens={expected}")
+                return Violation(
+                    "num_tokens",
+                    f"{modality} span {k + 1} has {length} tokens, its media ref says num_tokens={expected}",
+                )
     return None
 
 
@@ -308,14 +317,18 @@ class PlaceholderLinter:
         refs, and nothing marker-like is left once its valid spans and ``<box>`` tags are cut
         out. Every other row goes to :func:`lint_content`, which decides and writes the message,
         so the fast path may only err towards flagging (a property test holds it there)."""
-        content, media, kind = (c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in (content, media, kind))
+        content, media, kind = (
+            c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in (content, media, kind)
+        )
         n = len(content)
         half = (n + 1) // 2
         if n >= 4096:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(2) as pool:  # pyarrow kernels release the GIL
-                parts = list(pool.map(lambda s: self._flag(content[s], media[s], kind[s]), [slice(0, half), slice(half, n)]))
+                parts = list(
+                    pool.map(lambda s: self._flag(content[s], media[s], kind[s]), [slice(0, half), slice(half, n)])
+                )
             flagged = np.concatenate([p[0] for p in parts])
             exempt = np.concatenate([p[1] for p in parts])
         else:
@@ -343,7 +356,9 @@ class PlaceholderLinter:
         modality = refs.field("modality")
         has_num = pc.is_valid(refs.field("num_tokens")).to_numpy(zero_copy_only=False)
         num = pc.fill_null(refs.field("num_tokens"), 0).to_numpy()
-        exempt = pc.fill_null(pc.and_(pc.equal(kind, "document"), pc.equal(content, "")), False).to_numpy(zero_copy_only=False)
+        exempt = pc.fill_null(pc.and_(pc.equal(kind, "document"), pc.equal(content, "")), False).to_numpy(
+            zero_copy_only=False
+        )
         for m in MODALITIES:
             is_m = pc.fill_null(pc.equal(modality, m), False).to_numpy(zero_copy_only=False)
             spans = pc.fill_null(pc.count_substring_regex(content, re.escape(start_sentinel(m))), 0).to_numpy()

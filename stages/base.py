@@ -74,7 +74,7 @@ class Stage(ABC):
         self.params = params
         self._ready = False
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Load models or other per-worker state once. Called before the first batch."""
 
     @abstractmethod

@@ -76,7 +76,9 @@ def check_media_refs(
         if verify_sha256 and ref.get("sha256"):
             actual = hashlib.sha256(data).hexdigest()
             if actual != ref["sha256"]:
-                return Verdict(ReasonCode.MEDIA, f"{label}: sha256 mismatch (ref {ref['sha256'][:12]}…, file {actual[:12]}…)")
+                return Verdict(
+                    ReasonCode.MEDIA, f"{label}: sha256 mismatch (ref {ref['sha256'][:12]}…, file {actual[:12]}…)"
+                )
         if decode:
             problem = decode_problem(ref["modality"], data, ref)
             if problem:
@@ -115,5 +117,3 @@ class MediaCheck(Stage):
             for i, refs in enumerate(rows["media"].to_pylist())
         ]
         return reject_rows(rows, verdicts, self.name)
-
-

@@ -44,7 +44,6 @@ class PlaceholderLint(Stage):
 
     def process(self, rows: pa.Table) -> pa.Table:
         verdicts = [
-            Verdict(ReasonCode.TOKEN_FMT, v.detail) if v is not None else None
-            for v in lint_verdicts(rows, self.linter)
+            Verdict(ReasonCode.TOKEN_FMT, v.detail) if v is not None else None for v in lint_verdicts(rows, self.linter)
         ]
         return reject_rows(rows, verdicts, self.name)

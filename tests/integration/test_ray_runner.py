@@ -27,13 +27,19 @@ def upload_examples(bucket: str, examples_dir: Path) -> str:
     return f"s3://{bucket}/world/objects.jsonl"
 
 
-def test_ray_run_from_s3_reconciles_and_overwrites(ray_local: None, s3_bucket: str, examples_dir: Path, tmp_path: Path) -> None:
+def test_ray_run_from_s3_reconciles_and_overwrites(
+    ray_local: None, s3_bucket: str, examples_dir: Path, tmp_path: Path
+) -> None:
     manifest = upload_examples(s3_bucket, examples_dir)
-    cfg = parse_config({
-        "dataset": "examples", "version": "v1", "inputs": [manifest],
-        "stages": ["placeholder_lint", {"name": "media_check", "resources": {"num_cpus": 0.25, "actors": [1, 1]}}],
-        "release": {"output": str(tmp_path / "rel"), "overwrite": True},
-    })
+    cfg = parse_config(
+        {
+            "dataset": "examples",
+            "version": "v1",
+            "inputs": [manifest],
+            "stages": ["placeholder_lint", {"name": "media_check", "resources": {"num_cpus": 0.25, "actors": [1, 1]}}],
+            "release": {"output": str(tmp_path / "rel"), "overwrite": True},
+        }
+    )
     result = run_config(cfg)
     counts = result.manifest["counts"]
     assert counts["input_records"] == 14 == counts["kept"] + counts["rejected"]

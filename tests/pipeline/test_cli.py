@@ -22,11 +22,28 @@ def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[st
 
 def test_stage_chaining_and_set(examples_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = str(examples_dir / "objects.jsonl")
-    assert main(["stage", "placeholder_lint", "--input", manifest, "--output", str(tmp_path / "a"), "--set", "image_vocab_size=200000"]) == 0
+    assert (
+        main(
+            [
+                "stage",
+                "placeholder_lint",
+                "--input",
+                manifest,
+                "--output",
+                str(tmp_path / "a"),
+                "--set",
+                "image_vocab_size=200000",
+            ]
+        )
+        == 0
+    )
     rows = pq.read_table(tmp_path / "a" / "rows.parquet")
     assert rows.num_rows == 13
     assert "obj-vocab" not in [r["id"] for r in rows.to_pylist() if r["status"] != "ok"]  # vocab raised by --set
-    assert main(["stage", "media_check", "--input", str(tmp_path / "a" / "rows.parquet"), "--output", str(tmp_path / "b")]) == 0
+    assert (
+        main(["stage", "media_check", "--input", str(tmp_path / "a" / "rows.parquet"), "--output", str(tmp_path / "b")])
+        == 0
+    )
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "b" / "rows.parquet").to_pylist()}
     assert rows["obj-checksum"]["reject_code"] == "ERR_CROSS_MDL_MEDIA"
     assert rows["obj-escaped"]["reject_stage"] == "placeholder_lint"  # earlier verdicts pass through
@@ -44,7 +61,12 @@ def test_clean_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_lint_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = {"id": "a", "kind": "text", "content": "hi", "media": []}
-    bad = {"id": "b", "kind": "object", "content": "&lt;|image_start|&gt;", "media": [{"modality": "image", "uri": "x"}]}
+    bad = {
+        "id": "b",
+        "kind": "object",
+        "content": "&lt;|image_start|&gt;",
+        "media": [{"modality": "image", "uri": "x"}],
+    }
     shard = tmp_path / "rel" / "jsonl" / "object-00000.jsonl"
     shard.parent.mkdir(parents=True)
     shard.write_text(json.dumps(good) + "\n")

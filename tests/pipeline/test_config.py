@@ -20,10 +20,19 @@ def test_bare_stage_names_and_defaults() -> None:
     "patch, message",
     [
         ({"stages": ["no_such_stage"]}, "stages[0].name: Value error, unknown stage 'no_such_stage'; allowed: "),
-        ({"stages": [{"name": "placeholder_lint", "params": {"image_vocab_size": 0}}]}, "stages[0].params.image_vocab_size: Input should be greater than 0"),
-        ({"stages": [{"name": "media_check", "params": {"nope": 1}}]}, "stages[0].params.nope: Extra inputs are not permitted"),
+        (
+            {"stages": [{"name": "placeholder_lint", "params": {"image_vocab_size": 0}}]},
+            "stages[0].params.image_vocab_size: Input should be greater than 0",
+        ),
+        (
+            {"stages": [{"name": "media_check", "params": {"nope": 1}}]},
+            "stages[0].params.nope: Extra inputs are not permitted",
+        ),
         ({"release": {"output": "x", "overwite": True}}, "release.overwite: Extra inputs are not permitted"),
-        ({"placeholder_vocab": {"picture": 5}}, "placeholder_vocab.picture.[key]: Input should be 'image', 'audio' or 'video'"),
+        (
+            {"placeholder_vocab": {"picture": 5}},
+            "placeholder_vocab.picture.[key]: Input should be 'image', 'audio' or 'video'",
+        ),
         ({"inputs": []}, "inputs: List should have at least 1 item"),
     ],
 )

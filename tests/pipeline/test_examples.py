@@ -17,12 +17,18 @@ def expected_rows(examples_dir: Path) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("manifest", ["objects.jsonl", "segments.jsonl", "documents.jsonl"])
-def test_check_matches_expected(manifest: str, examples_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_matches_expected(
+    manifest: str, examples_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check", str(examples_dir / manifest), "--out", str(tmp_path)]) == 0
     results = pq.read_table(tmp_path / "results.parquet").to_pylist()
     expected = expected_rows(examples_dir)
     got = {r["id"]: (r["status"], r["reject_code"] or "") for r in results}
     want = {rid: expected[rid] for rid in got}
-    assert got == want, {rid: (got[rid], want[rid], next(r["reject_detail"] for r in results if r["id"] == rid)) for rid in got if got[rid] != want[rid]}
+    assert got == want, {
+        rid: (got[rid], want[rid], next(r["reject_detail"] for r in results if r["id"] == rid))
+        for rid in got
+        if got[rid] != want[rid]
+    }
     out = capsys.readouterr().out
     assert f"total{'':27s}{len(results):>8d}" in out  # the summary counts every row

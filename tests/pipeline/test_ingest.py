@@ -46,7 +46,11 @@ def test_malformed_lines_become_rejected_rows(tmp_path: Path) -> None:
         ("t-2", "content: Input should be a valid string"),
     ]:
         row = rows[rid]
-        assert (row["status"], row["reject_code"], row["reject_stage"]) == ("rejected", "ERR_CROSS_MDL_SCHEMA", "ingest")
+        assert (row["status"], row["reject_code"], row["reject_stage"]) == (
+            "rejected",
+            "ERR_CROSS_MDL_SCHEMA",
+            "ingest",
+        )
         assert needle in row["reject_detail"]
         assert row["reject_detail"].startswith(f"{uri}:")  # names the line
     assert rows["t-trunc"]["kind"] == "text"  # salvaged for the report

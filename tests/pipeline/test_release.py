@@ -22,7 +22,12 @@ def make_manifest(tmp_path: Path, n: int = 30) -> str:
     lines = []
     for i in range(n):
         content = "héllo <|image_start|> wörld" if i % 7 == 0 else f"text {i} — naïve “quotes” <b>"
-        lines.append(json.dumps({"id": f"t-{i:03d}", "kind": "text", "content": content, "source": "s", "license": "CC0-1.0"}, ensure_ascii=False))
+        lines.append(
+            json.dumps(
+                {"id": f"t-{i:03d}", "kind": "text", "content": content, "source": "s", "license": "CC0-1.0"},
+                ensure_ascii=False,
+            )
+        )
     lines.append('{"id": "t-broken", "kind": ')
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -32,9 +37,15 @@ def make_manifest(tmp_path: Path, n: int = 30) -> str:
 def release(tmp_path: Path, manifest: str, **kw: object) -> tuple[pa.Table, dict]:
     table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
     result = write_release(
-        table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
-        inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))], config_hash="c" * 64,
-        code_version="test", vocab=VOCAB, **kw,  # type: ignore[arg-type]
+        table,
+        root=str(tmp_path / "rel"),
+        dataset="ds",
+        version="v1",
+        inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+        config_hash="c" * 64,
+        code_version="test",
+        vocab=VOCAB,
+        **kw,  # type: ignore[arg-type]
     )
     return table, result.manifest
 
@@ -85,9 +96,16 @@ def test_counts_that_do_not_reconcile_stop_the_release(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
     with pytest.raises(ReleaseError, match="do not reconcile"):
-        write_release(table.slice(1), root=str(tmp_path / "rel"), dataset="ds", version="v1",
-                      inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
-                      config_hash="c", code_version="t", vocab=VOCAB)
+        write_release(
+            table.slice(1),
+            root=str(tmp_path / "rel"),
+            dataset="ds",
+            version="v1",
+            inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+            config_hash="c",
+            code_version="t",
+            vocab=VOCAB,
+        )
     assert not (tmp_path / "rel" / "ds" / "v1").exists()
 
 
@@ -95,7 +113,14 @@ def test_lint_failure_stops_the_release(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     table = read_inputs([manifest], 1 << 20)  # no lint stage ran: bad rows are still "ok"
     with pytest.raises(ReleaseError, match="placeholder lint failed"):
-        write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
-                      inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
-                      config_hash="c", code_version="t", vocab=VOCAB)
+        write_release(
+            table,
+            root=str(tmp_path / "rel"),
+            dataset="ds",
+            version="v1",
+            inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+            config_hash="c",
+            code_version="t",
+            vocab=VOCAB,
+        )
     assert not (tmp_path / "rel" / "ds").exists() or not any((tmp_path / "rel" / "ds").iterdir())

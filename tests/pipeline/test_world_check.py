@@ -28,5 +28,7 @@ def test_check_catches_every_injected_fault_and_keeps_clean_records(tmp_path: Pa
         if results[rid]["reject_code"] != f["expected_code"]
     }
     assert not wrong
-    clean_rejected = {rid: r["reject_detail"] for rid, r in results.items() if rid not in faults and r["status"] != "ok"}
+    clean_rejected = {
+        rid: r["reject_detail"] for rid, r in results.items() if rid not in faults and r["status"] != "ok"
+    }
     assert not clean_rejected

@@ -91,16 +91,46 @@ def test_messages_name_the_problem() -> None:
 
 PIECES = st.sampled_from(
     [
-        "<|image_start|>", "<|image_end|>", "<|image_pad|>", "<|audio_start|>", "<|audio_end|>",
-        "<|audio_pad|>", "<|video_start|>", "<|video_end|>", "<IMG_TK_0>", "<IMG_TK_8191>",
-        "<IMG_TK_8192>", "<AUD_TK_999>", "<AUD_TK_1000>", "<VID_TK_15>", "<VID_TK_16>", "<IMG_TK_01>",
-        "<box>", "</box>", "red circle", " ", "<", ">", "|", "<|", "|>", "&lt;", "&gt;", "<|x|>",
-        "image_start", "＜", "｜", "\\u003c", "\n", "é", "\u00a0", "\v", "\t",
+        "<|image_start|>",
+        "<|image_end|>",
+        "<|image_pad|>",
+        "<|audio_start|>",
+        "<|audio_end|>",
+        "<|audio_pad|>",
+        "<|video_start|>",
+        "<|video_end|>",
+        "<IMG_TK_0>",
+        "<IMG_TK_8191>",
+        "<IMG_TK_8192>",
+        "<AUD_TK_999>",
+        "<AUD_TK_1000>",
+        "<VID_TK_15>",
+        "<VID_TK_16>",
+        "<IMG_TK_01>",
+        "<box>",
+        "</box>",
+        "red circle",
+        " ",
+        "<",
+        ">",
+        "|",
+        "<|",
+        "|>",
+        "&lt;",
+        "&gt;",
+        "<|x|>",
+        "image_start",
+        "＜",
+        "｜",
+        "\\u003c",
+        "\n",
+        "é",
+        "\u00a0",
+        "\v",
+        "\t",
     ]
 )
-MEDIA = st.lists(
-    st.tuples(st.sampled_from(["image", "audio", "video"]), st.none() | st.integers(1, 3)), max_size=3
-)
+MEDIA = st.lists(st.tuples(st.sampled_from(["image", "audio", "video"]), st.none() | st.integers(1, 3)), max_size=3)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -114,8 +144,10 @@ def test_fast_path_equals_reference(content: str, media: list[tuple[str, int | N
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["image", "audio", "video"]), st.integers(1, 4), st.booleans()), max_size=4),
-       st.text(alphabet=st.characters(blacklist_characters="<>|&\\＜｜%"), max_size=20))
+@given(
+    st.lists(st.tuples(st.sampled_from(["image", "audio", "video"]), st.integers(1, 4), st.booleans()), max_size=4),
+    st.text(alphabet=st.characters(blacklist_characters="<>|&\\＜｜%"), max_size=20),
+)
 def test_generated_valid_content_passes(spans: list[tuple[str, int, bool]], text: str) -> None:
     content = text.join(span(m, n) if pads else span(m, ids=list(range(n))) for m, n, pads in spans) + text
     media = [(m, n) for m, n, _ in spans]
@@ -123,7 +155,12 @@ def test_generated_valid_content_passes(spans: list[tuple[str, int, bool]], text
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(PIECES | st.sampled_from(["&#60;", "&#x3C;", "%3c%7c", "IMG_TK_", "&amp;lt;", "﹤", "IMAGE_START", "\t"]), max_size=10).map("".join))
+@given(
+    st.lists(
+        PIECES | st.sampled_from(["&#60;", "&#x3C;", "%3c%7c", "IMG_TK_", "&amp;lt;", "﹤", "IMAGE_START", "\t"]),
+        max_size=10,
+    ).map("".join)
+)
 def test_escaped_pattern_same_in_re2_and_python(content: str) -> None:
     import re
 
@@ -144,7 +181,15 @@ def test_batch_check_equals_row_check() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.lists(PIECES, max_size=10).map("".join) | st.none(), MEDIA, st.sampled_from(["object", "document"])), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(PIECES, max_size=10).map("".join) | st.none(), MEDIA, st.sampled_from(["object", "document"])
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_columns_path_equals_row_path(rows: list[tuple[str | None, list[tuple[str, int | None]], str]]) -> None:
     import pyarrow as pa
 
@@ -153,7 +198,9 @@ def test_columns_path_equals_row_path(rows: list[tuple[str | None, list[tuple[st
     contents = [c for c, _, _ in rows]
     media = [[{"modality": m, "uri": "x", "num_tokens": n} for m, n in refs] for _, refs, _ in rows]
     kinds = [k for _, _, k in rows]
-    columns = LINTER.check_columns(pa.array(contents, pa.string()), pa.array(media, pa.list_(MEDIA_TYPE)), pa.array(kinds))
+    columns = LINTER.check_columns(
+        pa.array(contents, pa.string()), pa.array(media, pa.list_(MEDIA_TYPE)), pa.array(kinds)
+    )
     assert columns == LINTER.check_many(contents, [refs for _, refs, _ in rows], kinds)
 
 
@@ -166,11 +213,26 @@ def test_columns_path_in_threads_on_a_large_batch() -> None:
 
     rng = random.Random(0)
     pieces = PIECES.wrapped_strategy.elements if hasattr(PIECES, "wrapped_strategy") else None
-    options = ["<|image_start|>", "<|image_pad|>", "<|image_end|>", "<IMG_TK_5>", "<IMG_TK_9000>", "<box>", "</box>", "a", " "]
-    contents = [span("image", rng.randint(1, 3)) + "".join(rng.choice(options) for _ in range(rng.randint(0, 4))) for _ in range(5000)]
+    options = [
+        "<|image_start|>",
+        "<|image_pad|>",
+        "<|image_end|>",
+        "<IMG_TK_5>",
+        "<IMG_TK_9000>",
+        "<box>",
+        "</box>",
+        "a",
+        " ",
+    ]
+    contents = [
+        span("image", rng.randint(1, 3)) + "".join(rng.choice(options) for _ in range(rng.randint(0, 4)))
+        for _ in range(5000)
+    ]
     media = [[{"modality": "image", "uri": "x", "num_tokens": rng.choice([None, 1, 2])}] for _ in contents]
     specs = [[("image", refs[0]["num_tokens"])] for refs in media]
-    got = LINTER.check_columns(pa.array(contents), pa.array(media, pa.list_(MEDIA_TYPE)), pa.array(["object"] * len(contents)))
+    got = LINTER.check_columns(
+        pa.array(contents), pa.array(media, pa.list_(MEDIA_TYPE)), pa.array(["object"] * len(contents))
+    )
     assert got == LINTER.check_many(contents, specs, ["object"] * len(contents))
     assert 0 < sum(v is None for v in got) < len(got)
     del pieces
