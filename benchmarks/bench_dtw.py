@@ -13,9 +13,9 @@ Run: ``python benchmarks/bench_dtw.py`` (``--quick`` for a short smoke run).
 
 from __future__ import annotations
 
-from benchmarks._result import report
-
 import os
+
+from benchmarks._result import report
 
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")

@@ -12,9 +12,9 @@ Run: ``python benchmarks/bench_object_boxes.py`` (``--quick`` for a short smoke 
 
 from __future__ import annotations
 
-from benchmarks._result import report
-
 import os
+
+from benchmarks._result import report
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
