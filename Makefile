@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	# fastdtw's compiled extension: the PyPI sdist needs Cython at build time and no isolation,
 	# otherwise pip silently installs the pure-Python build (50-300x slower).
+	$(PIP) install -q -c constraints.txt cython
 	$(PIP) install -q -c constraints.txt --no-build-isolation --no-binary fastdtw --no-cache-dir fastdtw
-	$(BIN)/python -c "import fastdtw._fastdtw" || (echo "fastdtw C extension missing" && exit 1)
+	$(BIN)/python -c "import sys; from stages.dtw import fastdtw_build; sys.exit(fastdtw_build() != 'compiled')" \
+		|| (echo "fastdtw: only the pure-Python build is installed" && exit 1)
 	touch $(STAMP)
 
 demo: install
