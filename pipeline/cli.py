@@ -27,7 +27,9 @@ EXAMPLES = {
 
 # Modules that add their own commands: each defines ``register_cli(add)`` where
 # ``add(name, help, fn, example) -> argparse.ArgumentParser``; heavy imports stay inside ``fn``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "pipeline.mixing",
+]
 
 
 class UserError(Exception):

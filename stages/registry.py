@@ -17,6 +17,7 @@ STAGE_CLASSES: dict[str, str] = {
     "object_augment": "stages.object_augment:ObjectAugment",
     "segment_checks": "stages.segment_checks:SegmentChecks",
     "segment_align": "stages.segment_align:SegmentAlign",
+    "document_interleave": "stages.document_interleave:DocumentInterleave",
 }
 
 # The checks that need no model, in the order `xmodal check` runs them (cheap ones first).
