@@ -29,6 +29,7 @@ EXAMPLES = {
 # ``add(name, help, fn, example) -> argparse.ArgumentParser``; heavy imports stay inside ``fn``.
 COMMAND_MODULES: list[str] = [
     "pipeline.mixing",
+    "pipeline.publish",
 ]
 
 

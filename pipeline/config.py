@@ -14,8 +14,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams
 from stages.registry import STAGE_CLASSES, get_stage_class
+
+# Names beside the versions in ``<root>/<dataset>/``: the pointer and failed-gate reports.
+RESERVED_VERSION_NAMES = frozenset({"latest", "_failed"})
 
 
 class ConfigError(ValueError):
@@ -69,6 +73,71 @@ class ReleaseConfig(_Model):
     shard_target_bytes: int = Field(100_000_000, gt=0)
     jsonl: bool = True
     overwrite: bool = False
+    # S3 only: the release is built in a local directory first, then uploaded.
+    build_dir: str | None = Field(default=None, description="local directory for the build of an "
+                                  "S3 release (default: the system temp dir); kept when the upload fails")
+    multipart_threshold_bytes: int = Field(default=64 * 2**20, ge=5 * 2**20,
+                                           description="files at least this large go up in parts")
+    multipart_part_bytes: int = Field(default=16 * 2**20, ge=5 * 2**20, le=5 * 2**30,
+                                      description="part size (S3: 5 MiB to 5 GiB)")
+    upload_attempts: int = Field(default=5, ge=1, le=20, description="tries per request before giving up")
+    upload_backoff_s: float = Field(default=0.5, gt=0, le=60, description="first retry delay; doubles")
+
+
+class MetricsConfig(_Model):
+    """Release metrics. Embedding and score columns are found by name when not given."""
+
+    recall_ks: tuple[int, ...] = Field(default=(1, 5, 10), min_length=1)
+    recall_max_images: int = Field(default=5000, ge=2, description="release-level recall over at "
+                                   "most this many images (a fixed sample by id hash beyond it)")
+    batch_images: int = Field(default=1000, ge=2, description="per-batch recall pool size")
+    retrieval_kinds: list[Literal["object", "segment", "document", "text"]] = Field(
+        default_factory=lambda: ["object"], min_length=1,
+        description="kinds whose rows are image-caption pairs for recall (one image a row)")
+    image_embedding_column: str | None = None
+    text_embedding_columns: list[str] | None = Field(
+        default=None, description="columns of text embeddings: one vector a row, or a list of "
+        "vectors (several captions); all texts of a row are captions of its image")
+    similarity_column: str | None = None
+    heatmap_images: int = Field(default=12, ge=2, le=64)
+    examples_per_code: int = Field(default=3, ge=0, le=50)
+
+    @field_validator("recall_ks")
+    @classmethod
+    def _positive(cls, ks: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k < 1 for k in ks):
+            raise ValueError("every k must be at least 1")
+        return tuple(sorted(set(ks)))
+
+
+class GatesConfig(_Model):
+    """Quality gates: a release whose metrics fail any gate is not published. Rates are
+    fractions in [0, 1]. Recall gates apply to both directions (image->text, text->image)."""
+
+    r_at_1_min: float | None = Field(default=None, ge=0, le=1)
+    r_at_5_min: float | None = Field(default=None, ge=0, le=1)
+    r_at_10_min: float | None = Field(default=None, ge=0, le=1)
+    chair_i_max: float | None = Field(default=None, ge=0, le=1)
+    chair_s_max: float | None = Field(default=None, ge=0, le=1)
+    conflict_pair_rate_max: float | None = Field(default=None, ge=0, le=1)
+    conflict_image_rate_max: float | None = Field(default=None, ge=0, le=1)
+    continuity_median_min: float | None = Field(default=None, ge=-1, le=1)
+    false_negative_rate_max: float | None = Field(default=None, ge=0, le=1)
+    reject_rate_max: dict[ReasonCode, float] = Field(
+        default_factory=dict, description="per reason code: rejected input records / input records")
+    total_reject_rate_max: float | None = Field(default=None, ge=0, le=1)
+    kept_min: int | None = Field(default=None, ge=0)
+    on_missing: Literal["fail", "skip"] = Field(
+        default="fail", description="a gate whose metric could not be computed (e.g. no "
+        "embeddings) fails the release, or is skipped with a note")
+
+    @field_validator("reject_rate_max")
+    @classmethod
+    def _rates(cls, rates: dict[ReasonCode, float]) -> dict[ReasonCode, float]:
+        bad = [f"{code.value}: {r}" for code, r in rates.items() if not 0 <= r <= 1]
+        if bad:
+            raise ValueError(f"rates must be between 0 and 1 ({', '.join(bad)})")
+        return rates
 
 
 class RunConfig(_Model):
@@ -78,10 +147,19 @@ class RunConfig(_Model):
     stages: list[StageSpec] = Field(default_factory=list)
     ray: RayConfig = Field(default_factory=RayConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
     max_record_bytes: int = Field(4 * 1024 * 1024, gt=0)
     placeholder_vocab: dict[Literal["image", "audio", "video"], int] = Field(
         default_factory=lambda: {"image": 8192, "audio": 8192, "video": 8192}
     )
+
+    @field_validator("version")
+    @classmethod
+    def _not_reserved(cls, version: str) -> str:
+        if version in RESERVED_VERSION_NAMES:
+            raise ValueError(f"{version!r} is reserved in the release layout; choose another version")
+        return version
 
     def config_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

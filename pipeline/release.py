@@ -2,31 +2,39 @@
 
 Layout (DESIGN.md): ``<root>/<dataset>/<version>/{data,jsonl,rejects,report}/...`` and
 ``manifest.json``, the commit marker, written last. On a local disk the whole version is built in
-a hidden sibling directory and renamed into place, so a reader never sees half a release; on S3
-the shards go first, ``manifest.json`` after them, then the ``latest`` pointer. A release whose
-lint fails or whose counts do not reconcile is not published.
+a hidden sibling directory and renamed into place, so a reader never sees half a release. An S3
+release is built the same way in a local directory, then uploaded by ``pipeline.publish``: the
+shards first, ``manifest.json`` after them, then the ``latest`` pointer; a failed upload keeps
+the local build and can be resumed. A release whose lint fails, whose counts do not reconcile or
+whose quality gates fail is not published.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.io import filesystem_for, resolve_media_uri
+from pipeline.io import filesystem_for, resolve_media_uri, write_bytes
 from pipeline.shards import ShardInfo, encode_jsonl, encode_parquet, sha256_hex, shard_name, split_by_size
 from schemas.placeholders import PlaceholderLinter
 from schemas.records import RECORD_FORMAT_VERSION, STATUS_OK
 
+log = logging.getLogger(__name__)
+
 MANIFEST_FORMAT = "xmodal-release/1"
+REPORT_PATH = "report/index.html"
+FAILED_DIR = "_failed"  # <root>/<dataset>/_failed/<version>/: report of a release that failed its gates
 INTERNAL_COLUMNS = ("status", "reject_stage", "reject_code", "reject_detail", "manifest_root")
 
 
@@ -47,6 +55,7 @@ class ReleaseResult:
     uri: str
     manifest: dict[str, Any]
     shards: list[ShardInfo] = field(default_factory=list)
+    publish: dict[str, Any] | None = None  # upload statistics of an S3 release
 
 
 def _resolve_media(table: pa.Table) -> pa.Table:
@@ -73,8 +82,10 @@ def reconcile(table: pa.Table, input_records: int) -> dict[str, Any]:
         )
     rej = table.filter(pc.not_equal(table["status"], STATUS_OK))
     by_code = Counter(rej["reject_code"].to_pylist())
-    by_stage_code = Counter(f"{s}/{c}" for s, c in zip(rej["reject_stage"].to_pylist(), rej["reject_code"].to_pylist(), strict=True))
+    stage_codes = zip(rej["reject_stage"].to_pylist(), rej["reject_code"].to_pylist(), strict=True)
+    by_stage_code = Counter(f"{s}/{c}" for s, c in stage_codes)
     ok = table.filter(pc.equal(table["status"], STATUS_OK))
+    rejected_roots = roots.filter(pc.not_equal(roots["status"], STATUS_OK))
     return {
         "input_records": input_records,
         "kept": kept,
@@ -82,6 +93,8 @@ def reconcile(table: pa.Table, input_records: int) -> dict[str, Any]:
         "derived_kept": ok.num_rows - kept,
         "derived_rejected": rej.num_rows - rejected,
         "kept_by_kind": dict(sorted(Counter(ok["kind"].to_pylist()).items())),
+        # input records by kind; a record that failed to parse has kind null -> "unknown"
+        "rejected_by_kind": dict(sorted(Counter(k or "unknown" for k in rejected_roots["kind"].to_pylist()).items())),
         "rejected_by_code": dict(sorted(by_code.items())),
         "rejected_by_stage_code": dict(sorted(by_stage_code.items())),
     }
@@ -93,50 +106,134 @@ def lint_kept(table: pa.Table, vocab: Mapping[str, int]) -> list[str]:
     return [f"{ids[i]}: {v.rule}: {v.detail}" for i, v in enumerate(verdicts) if v is not None]
 
 
-class _Destination:
-    """Where the version's files go: a hidden local directory renamed at the end, or S3 keys."""
+def reject_pieces(rejected: pa.Table, shard_target_bytes: int) -> Iterator[tuple[str, pa.Table]]:
+    """``(path in the release, rows)`` of every reject file: by stage and code, in release
+    order (``rejected`` sorted by kind and id), split at the size target."""
+    groups = sorted(set(zip(rejected["reject_stage"].to_pylist(), rejected["reject_code"].to_pylist(), strict=True)))
+    for stage, code in groups:
+        mask = pc.and_(pc.equal(rejected["reject_stage"], stage), pc.equal(rejected["reject_code"], code))
+        for i, piece in enumerate(split_by_size(rejected.filter(mask), shard_target_bytes)):
+            yield f"rejects/{stage}/{code}/{shard_name('part', i, 'parquet')}", piece
+
+
+def reject_shard_map(table: pa.Table, shard_target_bytes: int) -> dict[str, str]:
+    """Rejected row id -> the reject file it will be written to (for the report's links)."""
+    rejected = _release_order(table)
+    rejected = rejected.filter(pc.not_equal(rejected["status"], STATUS_OK))
+    return {row_id: path for path, piece in reject_pieces(rejected, shard_target_bytes)
+            for row_id in piece["id"].to_pylist()}
+
+
+def _release_order(table: pa.Table) -> pa.Table:
+    return table.sort_by([("kind", "ascending"), ("id", "ascending")])
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def release_exists(root: str, dataset: str, version: str) -> bool:
+    """Whether ``<root>/<dataset>/<version>`` has a manifest (is a published release)."""
+    uri = f"{root.rstrip('/')}/{dataset}/{version}/manifest.json"
+    if is_s3(uri):
+        from pipeline.publish import Publisher, PublishError, UploadSettings, s3_client, split_s3_uri
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            return Publisher(s3_client(), bucket, UploadSettings()).head(key) is not None
+        except PublishError as err:
+            raise ReleaseError(f"cannot tell whether {uri} exists: {err}") from err
+    fs, path = filesystem_for(uri)
+    return bool(fs.get_file_info(path).is_file)
+
+
+def check_can_release(root: str, dataset: str, version: str, overwrite: bool) -> None:
+    """Raise ReleaseError early (before any stage runs) for a version that exists."""
+    if not overwrite and release_exists(root, dataset, version):
+        raise ReleaseError(f"{root.rstrip('/')}/{dataset}/{version} already exists "
+                           "(set release.overwrite to replace it)")
+
+
+class _LocalDestination:
+    """A version built in a hidden sibling directory and renamed into place at commit."""
 
     def __init__(self, root: str, dataset: str, version: str, overwrite: bool) -> None:
-        self.final_uri = f"{root.rstrip('/')}/{dataset}/{version}"
-        self.fs, self.final_path = filesystem_for(self.final_uri)
-        self.local = not self.final_uri.startswith("s3://")
+        _, self.final_path = filesystem_for(f"{root.rstrip('/')}/{dataset}/{version}")  # path or file://
         self.dataset_path = os.path.dirname(self.final_path)
-        exists = self.fs.get_file_info(f"{self.final_path}/manifest.json").is_file
-        if exists and not overwrite:
-            raise ReleaseError(f"{self.final_uri} already exists (set release.overwrite to replace it)")
-        if self.local:
-            self.work_path = f"{self.dataset_path}/.{version}.tmp-{uuid.uuid4().hex[:8]}"
-        else:
-            self.work_path = self.final_path
-        self.fs.create_dir(self.work_path, recursive=True)
+        if os.path.isfile(os.path.join(self.final_path, "manifest.json")) and not overwrite:
+            raise ReleaseError(f"{self.final_path} already exists (set release.overwrite to replace it)")
+        self.work_path = f"{self.dataset_path}/.{version}.tmp-{uuid.uuid4().hex[:8]}"
+        os.makedirs(self.work_path)
 
     def put(self, rel: str, data: bytes) -> None:
-        path = f"{self.work_path}/{rel}"
-        self.fs.create_dir(os.path.dirname(path), recursive=True)
-        with self.fs.open_output_stream(path) as out:
+        path = os.path.join(self.work_path, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as out:
             out.write(data)
 
     def commit(self, manifest: bytes, version: str) -> None:
         self.put("manifest.json", manifest)  # last: the commit marker
-        if self.local:
-            if os.path.exists(self.final_path):
-                trash = f"{self.final_path}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(self.final_path, trash)
-                os.rename(self.work_path, self.final_path)
-                shutil.rmtree(trash)
-            else:
-                os.rename(self.work_path, self.final_path)
-            tmp_latest = f"{self.dataset_path}/.latest.tmp"
-            with open(tmp_latest, "w") as fh:
-                fh.write(version + "\n")
-            os.replace(tmp_latest, f"{self.dataset_path}/latest")
+        if os.path.exists(self.final_path):
+            trash = f"{self.dataset_path}/.{version}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.final_path, trash)
+            os.rename(self.work_path, self.final_path)
+            shutil.rmtree(trash)
         else:
-            with self.fs.open_output_stream(f"{self.dataset_path}/latest") as out:
-                out.write((version + "\n").encode())
+            os.rename(self.work_path, self.final_path)
+        tmp_latest = f"{self.dataset_path}/.latest.tmp"
+        with open(tmp_latest, "w") as fh:
+            fh.write(version + "\n")
+        os.replace(tmp_latest, f"{self.dataset_path}/latest")
 
     def abort(self) -> None:
-        if self.local and os.path.isdir(self.work_path):
+        if os.path.isdir(self.work_path):
             shutil.rmtree(self.work_path, ignore_errors=True)
+
+
+def _s3_publisher(uri: str) -> tuple[Any, str]:
+    from pipeline.publish import Publisher, UploadSettings, s3_client, split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
+    return Publisher(s3_client(), bucket, UploadSettings()), key
+
+
+def _put(uri: str, data: bytes) -> None:
+    """One small object; on S3 through boto3 (one PUT, retried) like every other release write."""
+    if is_s3(uri):
+        publisher, key = _s3_publisher(uri)
+        publisher.put(key, data)
+    else:
+        write_bytes(uri, data)
+
+
+def remove_tree(uri: str) -> None:
+    """Delete a directory, or every key under an S3 prefix; nothing there is fine."""
+    if is_s3(uri):
+        publisher, key = _s3_publisher(uri)
+        found = publisher.keys_under(key.rstrip("/") + "/")
+        if found:
+            publisher.delete(found)
+    else:
+        _, path = filesystem_for(uri)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def failed_report_uri(root: str, dataset: str, version: str) -> str:
+    return f"{root.rstrip('/')}/{dataset}/{FAILED_DIR}/{version}"
+
+
+def write_failed_report(root: str, dataset: str, version: str, report_html: str,
+                        gates: Sequence[Mapping[str, Any]]) -> str:
+    """Write the report (and gate results) of a release that failed its gates beside the
+    versions, under ``_failed/<version>/``, never inside a published version. Returns its URI."""
+    base = failed_report_uri(root, dataset, version)
+    _put(f"{base}/gates.json", json.dumps(list(gates), indent=2).encode() + b"\n")
+    _put(f"{base}/{REPORT_PATH}", report_html.encode())
+    return f"{base}/{REPORT_PATH}"
+
+
+def _encode_manifest(manifest: Mapping[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
 
 
 def write_release(
@@ -154,17 +251,33 @@ def write_release(
     overwrite: bool = False,
     report_html: str | None = None,
     metrics: Mapping[str, Any] | None = None,
+    gates: Sequence[Mapping[str, Any]] = (),
+    stage_timings: Sequence[tuple[str, int, float]] = (),
+    upload: Any = None,
+    build_dir: str | None = None,
 ) -> ReleaseResult:
-    """Write one release version; see the module docstring for the guarantees."""
+    """Write one release version; see the module docstring for the guarantees. ``gates`` are
+    gate results (``GateResult.to_json()``): any failed one refuses the release. For an ``s3://``
+    root, ``upload`` (``pipeline.publish.UploadSettings``) and ``build_dir`` set the upload."""
+    bad = [g for g in gates if not g.get("passed")]
+    if bad:
+        raise ReleaseError(f"{len(bad)} quality gate(s) failed, first: {bad[0].get('detail')}")
+    if is_s3(root):
+        return _write_s3_release(table, root=root, dataset=dataset, version=version, inputs=inputs,
+                                 config_hash=config_hash, code_version=code_version, vocab=vocab,
+                                 shard_target_bytes=shard_target_bytes, jsonl=jsonl,
+                                 overwrite=overwrite, report_html=report_html, metrics=metrics,
+                                 gates=gates, stage_timings=stage_timings, upload=upload,
+                                 build_dir=build_dir)
     counts = reconcile(table, sum(i.records for i in inputs))
-    table = table.sort_by([("kind", "ascending"), ("id", "ascending")])
+    table = _release_order(table)
     kept = table.filter(pc.equal(table["status"], STATUS_OK))
     rejected = table.filter(pc.not_equal(table["status"], STATUS_OK))
     problems = lint_kept(kept, vocab)
     if problems:
         raise ReleaseError(f"placeholder lint failed on {len(problems)} kept row(s), first: {problems[0]}")
     kept = _resolve_media(kept).drop_columns(list(INTERNAL_COLUMNS))
-    dest = _Destination(root, dataset, version, overwrite)
+    dest = _LocalDestination(root, dataset, version, overwrite)
     shards: list[ShardInfo] = []
     try:
         for kind in sorted(set(kept["kind"].to_pylist())):
@@ -176,16 +289,15 @@ def write_release(
                     rel = f"{folder}/{shard_name(kind, i, fmt)}"
                     dest.put(rel, data)
                     shards.append(ShardInfo(rel, kind, fmt, piece.num_rows, len(data), sha256_hex(data)))
-        groups = sorted(set(zip(rejected["reject_stage"].to_pylist(), rejected["reject_code"].to_pylist(), strict=True)))
-        for stage, code in groups:
-            mask = pc.and_(pc.equal(rejected["reject_stage"], stage), pc.equal(rejected["reject_code"], code))
-            for i, piece in enumerate(split_by_size(rejected.filter(mask), shard_target_bytes)):
-                data = encode_parquet(piece)
-                rel = f"rejects/{stage}/{code}/{shard_name('part', i, 'parquet')}"
-                dest.put(rel, data)
-                shards.append(ShardInfo(rel, "rejects", "parquet", piece.num_rows, len(data), sha256_hex(data)))
+        for rel, piece in reject_pieces(rejected, shard_target_bytes):
+            data = encode_parquet(piece)
+            dest.put(rel, data)
+            shards.append(ShardInfo(rel, "rejects", "parquet", piece.num_rows, len(data), sha256_hex(data)))
+        report = None
         if report_html is not None:
-            dest.put("report/index.html", report_html.encode())
+            blob = report_html.encode()
+            dest.put(REPORT_PATH, blob)
+            report = {"path": REPORT_PATH, "bytes": len(blob), "sha256": sha256_hex(blob)}
         manifest = {
             "format": MANIFEST_FORMAT,
             "dataset": dataset,
@@ -198,11 +310,40 @@ def write_release(
             "shards": [s.to_json() for s in shards],
             "counts": counts,
             "metrics": dict(metrics or {}),
-            "gates": [],
+            "gates": [dict(g) for g in gates],
+            "report": report,
+            "stage_timings": [{"stage": n, "rows_in": r, "seconds": round(sec, 4)} for n, r, sec in stage_timings],
         }
-        encoded = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-        dest.commit(encoded, version)
+        dest.commit(_encode_manifest(manifest), version)
     except BaseException:
         dest.abort()
         raise
-    return ReleaseResult(dest.final_uri, manifest, shards)
+    return ReleaseResult(dest.final_path, manifest, shards)
+
+
+def _write_s3_release(table: pa.Table, *, root: str, dataset: str, version: str, overwrite: bool,
+                      upload: Any, build_dir: str | None, **kwargs: Any) -> ReleaseResult:
+    """Build locally, then upload; the local build is removed after a complete upload and kept
+    (its path is in the error) after a failed one, so that the upload can be resumed."""
+    from pipeline.publish import PublishError, UploadSettings, publish_directory
+
+    check_can_release(root, dataset, version, overwrite)
+    local_root = build_dir or os.path.join(tempfile.gettempdir(), "xmodal-build")
+    built = write_release(table, root=local_root, dataset=dataset, version=version, overwrite=True,
+                          **kwargs)
+    uri = f"{root.rstrip('/')}/{dataset}/{version}"
+    try:
+        stats = publish_directory(built.uri, uri, overwrite=overwrite, settings=upload or UploadSettings())
+    except PublishError as err:
+        raise ReleaseError(f"upload to {uri} did not finish: {err}\nThe built release is kept at "
+                           f"{built.uri}; finish the upload with: xmodal publish {built.uri} {uri}"
+                           f"{' --overwrite' if overwrite else ''}") from err
+    shutil.rmtree(built.uri, ignore_errors=True)
+    dataset_dir = os.path.dirname(built.uri)
+    try:  # the build's own `latest` pointer, then the dataset directory if nothing else is there
+        os.remove(os.path.join(dataset_dir, "latest"))
+        os.rmdir(dataset_dir)
+    except OSError:
+        pass
+    log.info("published %s: %s", uri, stats.to_json())
+    return ReleaseResult(uri, built.manifest, built.shards, stats.to_json())
