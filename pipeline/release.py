@@ -1,6 +1,6 @@
 """Release: kept rows -> data/jsonl shards, rejects by stage and code, report, manifest last.
 
-Layout (DESIGN.md): ``<root>/<dataset>/<version>/{data,jsonl,rejects,report}/...`` and
+Layout (DESIGN.md): ``<root>/<dataset>/<version>/{data,jsonl,negatives,rejects,report}/...`` and
 ``manifest.json``, the commit marker, written last. On a local disk the whole version is built in
 a hidden sibling directory and renamed into place, so a reader never sees half a release. An S3
 release is built the same way in a local directory, then uploaded by ``pipeline.publish``: the
@@ -104,6 +104,25 @@ def lint_kept(table: pa.Table, vocab: Mapping[str, int]) -> list[str]:
     verdicts = PlaceholderLinter(vocab).check_columns(table["content"], table["media"], table["kind"])
     ids = table["id"].to_pylist()
     return [f"{ids[i]}: {v.rule}: {v.detail}" for i, v in enumerate(verdicts) if v is not None]
+
+
+NEGATIVE_COLUMNS = (
+    "id", "parent_id", "kind", "negative_type", "negative_text", "negative_media", "negative_edit",
+    "positive_text", "negative_similarity", "positive_similarity", "negative_verdict", "negative_shift_us",
+    "start_us", "duration_us", "subtitles", "content", "media", "source", "license", "source_ref",
+)
+
+
+def split_negatives(kept: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """``(training rows, negative pairs)``: rows with ``negative_type`` set (made by the
+    negatives and segment stages, ``parent_id`` = the anchor) go to ``negatives/`` with the
+    columns that describe the pair, not the anchor's copied embeddings."""
+    if "negative_type" not in kept.schema.names:
+        return kept, kept.slice(0, 0).select([c for c in NEGATIVE_COLUMNS if c in kept.schema.names])
+    is_neg = pc.is_valid(kept["negative_type"])
+    negatives = kept.filter(is_neg)
+    pair_columns = [c for c in NEGATIVE_COLUMNS if c in negatives.schema.names]
+    return kept.filter(pc.invert(is_neg)), negatives.select(pair_columns)
 
 
 def reject_pieces(rejected: pa.Table, shard_target_bytes: int) -> Iterator[tuple[str, pa.Table]]:
@@ -280,6 +299,12 @@ def write_release(
     dest = _LocalDestination(root, dataset, version, overwrite)
     shards: list[ShardInfo] = []
     try:
+        kept, negatives = split_negatives(kept)
+        for i, piece in enumerate(split_by_size(negatives, shard_target_bytes)):
+            data = encode_parquet(piece)
+            rel = f"negatives/{shard_name('pairs', i, 'parquet')}"
+            dest.put(rel, data)
+            shards.append(ShardInfo(rel, "negatives", "parquet", piece.num_rows, len(data), sha256_hex(data)))
         for kind in sorted(set(kept["kind"].to_pylist())):
             rows = kept.filter(pc.equal(kept["kind"], kind))
             for i, piece in enumerate(split_by_size(rows, shard_target_bytes)):

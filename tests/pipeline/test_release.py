@@ -124,3 +124,38 @@ def test_lint_failure_stops_the_release(tmp_path: Path) -> None:
             vocab=VOCAB,
         )
     assert not (tmp_path / "rel" / "ds").exists() or not any((tmp_path / "rel" / "ds").iterdir())
+
+
+def test_negative_pairs_go_to_negatives_not_data(tmp_path: Path) -> None:
+    import pyarrow.compute as pc
+
+    manifest = make_manifest(tmp_path)
+    table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
+    anchor = table.filter(pc.equal(table["id"], "t-001"))
+    for name, value in (("id", "t-001-txneg0"), ("parent_id", "t-001")):
+        idx = table.schema.get_field_index(name)
+        anchor = anchor.set_column(idx, table.schema.field(idx), pa.array([value]))
+    negative = anchor
+    table = pa.concat_tables([table, negative])
+    table = table.append_column("negative_type", pa.array([None] * (table.num_rows - 1) + ["replace_colour"]))
+    result = write_release(
+        table,
+        root=str(tmp_path / "rel"),
+        dataset="ds",
+        version="v1",
+        inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+        config_hash="c",
+        code_version="t",
+        vocab=VOCAB,
+    )
+    root = tmp_path / "rel" / "ds" / "v1"
+    pairs = pq.read_table(root / "negatives" / "pairs-00000.parquet")
+    assert pairs["id"].to_pylist() == ["t-001-txneg0"] and pairs["parent_id"].to_pylist() == ["t-001"]
+    data_ids = [
+        i
+        for s in result.manifest["shards"]
+        if s["path"].startswith("data/")
+        for i in pq.read_table(root / s["path"])["id"].to_pylist()
+    ]
+    assert "t-001-txneg0" not in data_ids and "t-001" in data_ids
+    assert result.manifest["counts"]["derived_kept"] == 1
