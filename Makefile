@@ -30,6 +30,8 @@ $(STAMP): pyproject.toml constraints.txt
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: the report browser test will skip"; }
+	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq systemd >/dev/null \
+		|| echo "systemd-analyze not installed: the unit-file test will skip"; }
 
 demo: install
 	$(BIN)/xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0

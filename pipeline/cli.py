@@ -28,6 +28,8 @@ EXAMPLES = {
 # Modules that add their own commands: each defines ``register_cli(add)`` where
 # ``add(name, help, fn, example) -> argparse.ArgumentParser``; heavy imports stay inside ``fn``.
 COMMAND_MODULES: list[str] = [
+    "pipeline.jobs",
+    "pipeline.nightly",
     "pipeline.mixing",
     "pipeline.publish",
 ]
