@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.io import filesystem_for, resolve_media_uri, write_bytes
+from pipeline.io import MediaPathError, filesystem_for, resolve_media_uri, write_bytes
 from pipeline.shards import ShardInfo, encode_jsonl, encode_parquet, sha256_hex, shard_name, split_by_size
 from schemas.placeholders import PlaceholderLinter
 from schemas.records import RECORD_FORMAT_VERSION, STATUS_OK
@@ -61,10 +61,15 @@ class ReleaseResult:
 def _resolve_media(table: pa.Table) -> pa.Table:
     """Make media URIs absolute so that shards do not depend on where the manifest was."""
     roots = table["manifest_root"].to_pylist()
+    ids = table["id"].to_pylist()
     media = table["media"].to_pylist()
     for i, refs in enumerate(media):
-        for ref in refs or []:
-            ref["uri"] = resolve_media_uri(ref["uri"], roots[i])
+        for k, ref in enumerate(refs or []):
+            try:
+                ref["uri"] = resolve_media_uri(ref["uri"], roots[i])
+            except MediaPathError as err:  # only reachable when no media_check stage ran
+                raise ReleaseError(f"kept row {ids[i]}: media[{k}] ({ref['uri']}): {err}; "
+                                   "add the media_check stage before releasing") from None
     idx = table.schema.get_field_index("media")
     return table.set_column(idx, table.schema.field(idx), pa.array(media, table.schema.field(idx).type))
 

@@ -159,3 +159,15 @@ def test_negative_pairs_go_to_negatives_not_data(tmp_path: Path) -> None:
     ]
     assert "t-001-txneg0" not in data_ids and "t-001" in data_ids
     assert result.manifest["counts"]["derived_kept"] == 1
+
+
+def test_escaping_media_without_media_check_is_a_release_error(tmp_path: Path) -> None:
+    line = {"id": "o-1", "kind": "object", "content": "<|image_start|><|image_pad|><|image_end|> x",
+            "media": [{"modality": "image", "uri": "../../etc/passwd"}], "source": "s", "license": "l"}
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    table = read_inputs([str(path)], 1 << 20)
+    with pytest.raises(ReleaseError, match="media_check"):
+        write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
+                      inputs=[InputFingerprint(str(path), *fingerprint_input(str(path)))],
+                      config_hash="c", code_version="t", vocab=VOCAB)
