@@ -32,6 +32,7 @@ COMMAND_MODULES: list[str] = [
     "pipeline.nightly",
     "pipeline.mixing",
     "pipeline.publish",
+    "pipeline.demo_model",
 ]
 
 

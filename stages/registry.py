@@ -15,8 +15,15 @@ STAGE_CLASSES: dict[str, str] = {
     "object_spatial": "stages.object_spatial:ObjectSpatial",
     "object_hallucination": "stages.object_hallucination:ObjectHallucination",
     "object_augment": "stages.object_augment:ObjectAugment",
+    "decode_media": "stages.decode_media:DecodeMedia",
+    "clip_score": "stages.clip_score:ClipScore",
+    "clap_score": "stages.clap_score:ClapScore",
     "segment_checks": "stages.segment_checks:SegmentChecks",
     "segment_align": "stages.segment_align:SegmentAlign",
+    "negatives_text": "stages.negatives_text:NegativesText",
+    "negatives_image": "stages.negatives_image:NegativesImage",
+    "negatives_llm": "stages.negatives_llm:NegativesLlm",
+    "negatives_filter": "stages.negatives_filter:NegativesFilter",
     "document_interleave": "stages.document_interleave:DocumentInterleave",
 }
 

@@ -1,0 +1,154 @@
+"""Scoring benchmark: clip_score through Ray Data against the raw model forward, in one run.
+
+Inputs: object records of the sample world (one to three shapes, two to four captions, one crop
+per box), decoded once by ``decode_media`` (64 px, as the demo model wants) and repeated to
+``--rows`` rows. The model is the shipped demo CLIP (``models/demo-clip``), on CPU, with
+``--threads`` torch threads in both measurements.
+
+- raw forward: ``encode_image`` on every image and crop of a batch plus ``encode_text`` on its
+  distinct texts, on tensors built beforehand (model time only);
+- stage: the same batches through ``map_batches`` with the runner's keywords (an actor pool of
+  one ``ClipScore`` actor, fractional CPUs), consumed with ``iter_batches``; throughput is
+  counted from the first batch out to the last (actor start-up and model load excluded).
+
+Prints rows/s of both and their ratio. Target: stage / raw >= 0.9 on CPU.
+Run: ``python -m benchmarks.bench_scoring`` (``--quick`` for a short smoke run).
+"""
+
+from __future__ import annotations
+
+import os
+
+# On a shared machine OpenMP threads that spin at barriers lose their core to other processes;
+# waiting passively keeps both measurements stable (set before torch loads; Ray workers inherit).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks._result import report  # noqa: E402
+
+DEMO = ROOT / "models" / "demo-clip"
+
+
+def decoded_objects(n: int, seed: int = 0) -> pa.Table:
+    """``n`` object rows of the sample world, decoded as the demo model wants them."""
+    from pipeline.local_runner import read_inputs, run_stages
+    from pipeline.sample_world.objects import build_object_record, plan_object_scene
+    from stages.decode_media import DecodeMedia
+
+    out = Path(tempfile.mkdtemp(prefix="xmodal-bench-"))
+    common = {"source": "bench", "license": "CC0-1.0"}
+    with open(out / "manifest.jsonl", "w") as manifest:
+        for i in range(n):
+            scene = plan_object_scene(f"obj-{i:05d}", np.random.default_rng([seed, i]))
+            manifest.write(json.dumps(build_object_record(scene, out, False, common)) + "\n")
+    rows = read_inputs([str(out / "manifest.jsonl")], 4 << 20)
+    stage = DecodeMedia({"image_size": 64, "resize_mode": "squash", "audio": False})
+    return run_stages(rows, [stage]).table
+
+
+def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int) -> float:
+    """Rows/s of the model forward alone on the batches the stage will see."""
+    import torch
+
+    from pipeline.models import load_open_clip
+    from stages.clip_score import row_texts
+
+    torch.set_num_threads(threads)
+    b = load_open_clip(DEMO)
+    mean, std = torch.tensor(b.mean).view(1, 3, 1, 1), torch.tensor(b.std).view(1, 3, 1, 1)
+    prepared = []
+    for start in range(0, table.num_rows, batch):
+        rows = table.slice(start, batch).to_pylist()
+        blobs = [x for r in rows for x in (r["decoded_images"] or []) + (r["decoded_crops"] or [])
+                 if x]
+        pix = np.stack([np.frombuffer(x, np.uint8).reshape(64, 64, 3) for x in blobs])
+        images = (torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        texts = {t: None for r in rows for part in row_texts(r, "a photo of a {label}.")
+                 for t in part}
+        prepared.append((images, b.tokenizer(list(texts))))
+    with torch.inference_mode():
+        b.model.encode_image(prepared[0][0][:8])  # warm-up
+        started = time.perf_counter()
+        for images, tokens in prepared:
+            b.model.encode_image(images)
+            b.model.encode_text(tokens)
+        seconds = time.perf_counter() - started
+    return table.num_rows / seconds
+
+
+def stage_rows_per_s(table: pa.Table, batch: int, threads: int) -> tuple[float, float]:
+    """(steady rows/s from the first output batch to the last, rows/s including start-up)."""
+    import ray
+    import ray.data
+
+    from pipeline.config import StageSpec
+    from pipeline.ray_runner import map_batches_kwargs
+
+    spec = StageSpec(name="clip_score",
+                     params={"checkpoint": str(DEMO), "num_threads": threads},
+                     resources={"num_cpus": 1, "actors": (1, 1), "batch_size": batch})
+    kwargs = map_batches_kwargs(spec, spec.effective_resources())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        blocks = [table.slice(s, batch) for s in range(0, table.num_rows, batch)]
+        ds = ray.data.from_arrow(blocks).map_batches(spec.stage_class(), **kwargs)
+        started = time.perf_counter()
+        arrivals: list[tuple[float, int]] = []
+        for out in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            arrivals.append((time.perf_counter(), out.num_rows))
+    finally:
+        ray.shutdown()
+    rows = sum(n for _, n in arrivals)
+    if rows != table.num_rows:
+        raise RuntimeError(f"stage returned {rows} rows for {table.num_rows}")
+    steady = sum(n for _, n in arrivals[1:]) / (arrivals[-1][0] - arrivals[0][0])
+    return steady, rows / (arrivals[-1][0] - started)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=6144, help="rows scored (default 6144)")
+    parser.add_argument("--unique", type=int, default=256, help="distinct records decoded")
+    parser.add_argument("--batch", type=int, default=256, help="rows per batch (default 256)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the rows")
+    args = parser.parse_args(argv)
+    if not (DEMO / "open_clip_model.safetensors").is_file():
+        raise SystemExit(f"the demo model is missing: {DEMO} (xmodal train-demo-model)")
+    rows = args.rows // 4 if args.quick else args.rows
+    unique = decoded_objects(args.unique)
+    table = pa.concat_tables([unique] * -(-rows // unique.num_rows)).slice(0, rows)
+    raw = raw_forward_rows_per_s(table, args.batch, args.threads)
+    steady, overall = stage_rows_per_s(table, args.batch, args.threads)
+    results = [
+        {"benchmark": "clip_score", "metric": f"raw forward rows/s (demo CLIP, CPU, batch {args.batch})",
+         "value": round(raw, 1), "target": ""},
+        {"benchmark": "clip_score", "metric": "stage rows/s through Ray Data (steady)",
+         "value": round(steady, 1), "target": ""},
+        {"benchmark": "clip_score", "metric": "stage rows/s incl. actor start-up",
+         "value": round(overall, 1), "target": ""},
+        {"benchmark": "clip_score", "metric": "stage / raw forward throughput",
+         "value": round(steady / raw, 3), "target": ">= 0.9"},
+    ]
+    print(f"{'metric':58s} {'value':>10s}  target")
+    for r in results:
+        print(f"{r['metric']:58s} {r['value']:>10}  {r['target']}")
+    for r in results:
+        report(r["benchmark"], r["metric"], r["value"], r["target"])
+    return results
+
+
+if __name__ == "__main__":
+    main()
