@@ -1,0 +1,368 @@
+"""Stage ``negatives_filter``: score negative pairs with CLIP, mine kNN negatives, drop false negatives.
+
+Consumes ok rows. Anchors are object rows with an image that are not negatives; a negative row
+(``negative_type`` set, ``parent_id`` = anchor id) is a copy of its anchor row, so it carries the
+anchor's image and captions and needs no other row of the batch:
+
+- text side (``negative_text``: rule-based, LLM, mined): ``negative_similarity`` = cos(anchor
+  image, negative text); ``positive_similarity`` = the lowest cos(anchor image, caption);
+- image side (``negative_media``: recoloured images): cos(negative image, ``positive_text``) and
+  cos(anchor image, ``positive_text``);
+- other negatives (segment_align's ``temporal_shift``: no image-text pair) pass unscored.
+
+With ``mine_k > 0`` each anchor image mines its ``mine_k`` most similar captions of other samples
+(in-batch, or the whole dataset with ``bank_path``, see :func:`caption_bank`): rows
+``<anchor>-mneg<k>``, ``negative_type="mined_text"``, ``negative_source_id``. Every candidate gets
+``negative_verdict``: ``kept`` or the rule that dropped it (``stages.negatives_mining``:
+same_sample, duplicate, ceiling, positive_aware, margin, over_cap); dropped ones are rejected
+with ``ERR_CROSS_MDL_HARD_NEG``, scores in ``reject_detail``. The cap and ``negative_batch`` /
+``negative_batch_fn_rate`` are per batch (a rate above ``max_false_negative_rate`` is logged; the
+gate is :func:`~stages.negatives_mining.false_negative_gate`). A candidate whose image cannot be
+read is rejected with ``ERR_CROSS_MDL_MEDIA``; anchor rows pass unchanged. The model loads once
+per actor through ``pipeline.models``; ``clip_score``'s ``clip_image_emb`` is reused when its
+``clip_model`` is this checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field, model_validator
+
+from pipeline.io import MediaPathError, read_bytes, resolve_media_uri
+from pipeline.models import SHA256_PATTERN, resolve_checkpoint
+from schemas.reason_codes import ReasonCode
+from schemas.records import STATUS_OK, STATUS_REJECTED
+from stages.base import Resources, Stage, StageParams
+from stages.negatives_mining import (
+    DUPLICATE,
+    FALSE_NEGATIVE_VERDICTS,
+    KEPT,
+    NEGATIVE_FIELDS,
+    SCORE_FIELDS,
+    FilterRules,
+    cap_per_positive,
+    drop_detail,
+    false_negative_rate,
+    false_negative_verdicts,
+    mine_topk,
+    normalize_rows,
+    sample_groups,
+)
+from stages.negatives_text import canonical_words, positive_captions
+
+__all__ = ["ClipEmbedder", "NegativesFilter", "caption_bank", "false_negative_rate"]
+log = logging.getLogger(__name__)
+MINED_TYPE = "mined_text"
+BANK_COLUMNS = ("id", "root_id", "image_key", "text", "embedding")
+
+
+class ClipEmbedder:
+    """An open_clip checkpoint loaded through ``pipeline.models``: unit-norm float32 embeddings
+    of texts and of images (open_clip's own eval transform, as ``decode_media`` prepares them)."""
+
+    def __init__(self, checkpoint: str, sha256: str | None, device: str = "cpu", forward_batch: int = 256) -> None:
+        from open_clip.transform import image_transform
+
+        from pipeline.models import load_open_clip
+
+        self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), device)
+        b = self.bundle
+        self.device, self.forward_batch = device, forward_batch
+        self.model_id = f"{checkpoint}@{(sha256 or 'unpinned')[:12]}"  # clip_score's clip_model
+        self.transform = image_transform(b.image_size, is_train=False, mean=b.mean, std=b.std,
+                                         resize_mode=b.resize_mode, interpolation=b.interpolation,
+                                         fill_color=b.fill_color)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        out = [np.zeros((0, 1), np.float32)]
+        with torch.inference_mode():
+            for s in range(0, len(texts), self.forward_batch):
+                tokens = self.bundle.tokenizer(texts[s:s + self.forward_batch]).to(self.device)
+                out.append(self.bundle.model.encode_text(tokens).float().cpu().numpy())
+        return normalize_rows(np.concatenate(out[1:])) if texts else out[0]
+
+    def embed_images(self, images: list[Any]) -> np.ndarray:
+        """``images``: PIL images (any mode)."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(images), self.forward_batch):
+                x = torch.stack([self.transform(im.convert("RGB")) for im in images[s:s + self.forward_batch]])
+                out.append(self.bundle.model.encode_image(x.to(self.device)).float().cpu().numpy())
+        return normalize_rows(np.concatenate(out)) if out else np.zeros((0, 1), np.float32)
+
+
+def load_image(uri: str, root: str | None) -> Any:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(read_bytes(resolve_media_uri(uri, root))))
+    image.load()
+    return image
+
+
+def first_image(row: dict[str, Any]) -> dict[str, Any] | None:
+    return next((r for r in row.get("media") or [] if r and r.get("modality") == "image"), None)
+
+
+def image_key(row: dict[str, Any]) -> str | None:
+    """What identifies a row's image file: its sha256, else its resolved uri."""
+    ref = first_image(row)
+    if ref is None:
+        return None
+    try:
+        return str(ref.get("sha256") or resolve_media_uri(ref["uri"], row.get("manifest_root")))
+    except MediaPathError:  # media_check rejects such rows; here the raw uri is key enough
+        return str(ref["uri"])
+
+
+def root_id(row: dict[str, Any]) -> str:
+    """The sample a row belongs to: augmented copies share their source's id."""
+    return str(row["parent_id"] if row.get("parent_id") and row.get("negative_type") is None else row["id"])
+
+
+def caption_bank(rows: pa.Table) -> pa.Table:
+    """Whole-dataset caption bank for mining (``bank_path``) from ``clip_score`` output: one row
+    per caption of every ok object row with ``clip_text_emb``; write it with
+    ``pyarrow.parquet.write_table(bank, path)`` and keep the ``clip_model`` in its metadata."""
+    out: dict[str, list[Any]] = {name: [] for name in BANK_COLUMNS}
+    models = set()
+    for row in rows.to_pylist():
+        if row.get("status") != STATUS_OK or row.get("negative_type") is not None or not row.get("clip_text_emb"):
+            continue
+        models.add(row.get("clip_model"))
+        for text, emb in zip(positive_captions(row), row["clip_text_emb"], strict=False):
+            out["id"].append(row["id"])
+            out["root_id"].append(root_id(row))
+            out["image_key"].append(image_key(row))
+            out["text"].append(text)
+            out["embedding"].append(np.asarray(emb, np.float16))
+    table = pa.table({**{k: out[k] for k in BANK_COLUMNS[:-1]},
+                      "embedding": pa.array(out["embedding"], pa.list_(pa.float16()))})
+    return table.replace_schema_metadata({"clip_model": ",".join(sorted(str(m) for m in models))})
+
+
+class NegativesFilterParams(StageParams):
+    """Model, rules, mining and the per-batch false-negative limit."""
+
+    checkpoint: str = Field(description="open_clip checkpoint: local dir, s3://bucket/prefix or hf:org/name")
+    checkpoint_sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="sha256 of the weights file")
+    device: Literal["cpu", "cuda"] = "cpu"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
+    forward_batch: int = Field(256, ge=1)
+    ratio: float = Field(0.95, gt=0, le=1, description="keep only s_neg < ratio * s_pos (lowest positive)")
+    ceiling: float = Field(0.75, ge=-1, le=1, description="keep only s_neg < ceiling")
+    margin: float | None = Field(None, ge=0, le=2, description="keep only s_pos - s_neg >= margin")
+    max_per_positive: int = Field(2, ge=1, description="kept negatives per positive pair (and side)")
+    mine_k: int = Field(4, ge=0, le=256, description="kNN candidates mined per anchor image (0: off)")
+    bank_path: str | None = Field(None, description="whole-dataset caption bank (Parquet); None: in-batch")
+    duplicate_text_cosine: float | None = Field(None, gt=0, le=1, description=(
+        "also a near-duplicate: cos(negative text, a positive caption) >= this (off: CLIP text embeddings "
+        "of one-word edits are this close too)"))
+    duplicate_image_cosine: float | None = Field(None, gt=0, le=1, description="cos(edited, anchor image)")
+    max_false_negative_rate: float = Field(0.5, ge=0, le=1, description="per batch; above it is logged")
+
+    @model_validator(mode="after")
+    def _checkpoint_exists(self) -> NegativesFilterParams:
+        resolve_checkpoint(self.checkpoint, self.checkpoint_sha256)  # fails at config load, before data
+        return self
+
+
+class NegativesFilter(Stage):
+    """False-negative control and kNN mining on CLIP embeddings (see the module docstring)."""
+
+    name: ClassVar[str] = "negatives_filter"
+    params_model: ClassVar[type[StageParams]] = NegativesFilterParams
+    resources: ClassVar[Resources] = Resources(num_cpus=1.0, batch_size=256, actors=(1, 1))
+    output_fields: ClassVar[tuple[pa.Field, ...]] = NEGATIVE_FIELDS + SCORE_FIELDS
+    error_code: ClassVar[ReasonCode] = ReasonCode.HARD_NEG
+    params: NegativesFilterParams
+
+    def setup(self) -> None:
+        import torch
+
+        p = self.params
+        if p.num_threads:
+            torch.set_num_threads(p.num_threads)
+        self.embedder = ClipEmbedder(p.checkpoint, p.checkpoint_sha256, p.device, p.forward_batch)
+        self.rules = FilterRules(p.ratio, p.ceiling, p.margin)
+        self.bank: dict[str, Any] | None = None
+        if p.bank_path:
+            table = pq.read_table(p.bank_path, columns=list(BANK_COLUMNS))
+            model = (table.schema.metadata or {}).get(b"clip_model", b"").decode()
+            if model and model != self.embedder.model_id:
+                raise ValueError(f"caption bank {p.bank_path} was embedded by {model}, not {self.embedder.model_id}")
+            emb = table["embedding"].combine_chunks()
+            self.bank = {k: table[k].to_pylist() for k in BANK_COLUMNS[:-1]}
+            self.bank["embedding"] = emb.values.to_numpy().reshape(len(emb), -1)
+            self.bank["group"], self.bank["nodes"] = sample_groups(list(zip(self.bank["root_id"],
+                                                                            self.bank["image_key"], strict=True)))
+
+    def process(self, rows: pa.Table) -> pa.Table:
+        records = rows.to_pylist()
+        anchors: dict[str, dict[str, Any]] = {}  # anchor id -> a row carrying its image and captions
+        cands = []
+        for i, row in enumerate(records):
+            if row.get("negative_type") is None:
+                if row.get("kind") == "object" and first_image(row) is not None:
+                    anchors.setdefault(row["id"], row)
+            elif row.get("negative_text") or row.get("negative_media"):
+                anchors.setdefault(row["parent_id"], row)
+                cands.append(i)
+        if not anchors:
+            return rows
+        emb = self._embed(anchors, [records[i] for i in cands])
+        mined = self._mine(anchors, emb) if self.params.mine_k else []
+        everything = [records[i] for i in cands] + mined
+        self._judge(everything, emb)
+        out = pa.Table.from_pylist(records, schema=rows.schema)
+        return pa.concat_tables([out, pa.Table.from_pylist(mined, schema=rows.schema)]) if mined else out
+
+    # ---- embeddings ---------------------------------------------------------------------------
+    def _embed(self, anchors: dict[str, dict[str, Any]], cands: list[dict[str, Any]]) -> dict[str, Any]:
+        e = self.embedder
+        emb: dict[str, Any] = {"img": {}, "txt": {}, "neg_img": {}, "bad": {}}
+        load: list[tuple[str, Any]] = []
+        for aid, row in anchors.items():
+            reuse = row.get("clip_image_emb") if row.get("clip_model") == e.model_id else None
+            if reuse:
+                emb["img"][aid] = normalize_rows(np.asarray(reuse[:1], np.float32))[0]
+                continue
+            try:
+                load.append((aid, load_image(first_image(row)["uri"], row.get("manifest_root"))))  # type: ignore[index]
+            except Exception as exc:  # noqa: BLE001 - an unreadable image fails its candidates only
+                emb["bad"][aid] = f"anchor image unreadable: {type(exc).__name__}: {exc}"[:300]
+        for (aid, _), vec in zip(load, e.embed_images([im for _, im in load]), strict=True):
+            emb["img"][aid] = vec
+        neg_load: list[tuple[str, Any]] = []
+        for row in cands:
+            if row.get("negative_media"):
+                try:
+                    neg_load.append((row["id"], load_image(row["negative_media"], row.get("manifest_root"))))
+                except Exception as exc:  # noqa: BLE001
+                    emb["bad"][row["id"]] = f"negative image unreadable: {type(exc).__name__}: {exc}"[:300]
+        for (rid, _), vec in zip(neg_load, e.embed_images([im for _, im in neg_load]), strict=True):
+            emb["neg_img"][rid] = vec
+        emb["caps"] = {aid: positive_captions(row) for aid, row in anchors.items()}
+        texts = {t for caps in emb["caps"].values() for t in caps}
+        texts |= {r["negative_text"] for r in cands if r.get("negative_text")}
+        texts |= {r["positive_text"] for r in cands if r.get("positive_text")}
+        ordered = sorted(texts)
+        emb["txt"] = dict(zip(ordered, e.embed_texts(ordered), strict=True))
+        return emb
+
+    def _lowest_positive(self, aid: str, emb: dict[str, Any]) -> tuple[float, str] | None:
+        caps = emb["caps"].get(aid) or []
+        if aid not in emb["img"] or not caps:
+            return None
+        sims = [float(emb["txt"][c] @ emb["img"][aid]) for c in caps]
+        at = int(np.argmin(sims))
+        return sims[at], caps[at]
+
+    # ---- mining -------------------------------------------------------------------------------
+    def _mine(self, anchors: dict[str, dict[str, Any]], emb: dict[str, Any]) -> list[dict[str, Any]]:
+        p = self.params
+        real = [aid for aid, row in anchors.items() if row.get("negative_type") is None and aid in emb["img"]
+                and self._lowest_positive(aid, emb) is not None]
+        if not real:
+            return []
+        if self.bank is not None:
+            bank = self.bank
+        else:
+            bank = {"id": [], "root_id": [], "image_key": [], "text": []}
+            for aid in real:
+                for text in emb["caps"][aid]:
+                    bank["id"].append(aid)
+                    bank["root_id"].append(root_id(anchors[aid]))
+                    bank["image_key"].append(image_key(anchors[aid]))
+                    bank["text"].append(text)
+            bank["embedding"] = np.stack([emb["txt"][t] for t in bank["text"]])
+            bank["group"], bank["nodes"] = sample_groups(list(zip(bank["root_id"], bank["image_key"], strict=True)))
+        owners = {oid: n for n, oid in enumerate(dict.fromkeys(bank["id"] + real))}
+        top = mine_topk(np.stack([emb["img"][a] for a in real]), bank["embedding"], p.mine_k,
+                        query_owner=[owners[a] for a in real], key_owner=[owners[o] for o in bank["id"]])
+        mined = []
+        for qi, aid in enumerate(real):
+            row = anchors[aid]
+            _, low_text = self._lowest_positive(aid, emb)  # type: ignore[misc]
+            key = image_key(row)
+            group = bank["nodes"].get(f"r:{root_id(row)}", bank["nodes"].get(f"i:{key}", -1))
+            for rank, j in enumerate(top.indices[qi]):
+                if j < 0:
+                    continue
+                text = bank["text"][j]
+                same = bank["group"][j] == group or bank["root_id"][j] == root_id(row) or (
+                    bank["image_key"][j] is not None and bank["image_key"][j] == key)
+                emb["txt"].setdefault(text, normalize_rows(np.asarray(bank["embedding"][j:j + 1], np.float32))[0])
+                mined.append({
+                    **row, "id": f"{aid[:116]}-mneg{rank}", "parent_id": aid, "status": STATUS_OK,
+                    "reject_stage": None, "reject_code": None, "reject_detail": None,
+                    "negative_type": MINED_TYPE, "negative_text": text, "negative_media": None,
+                    "positive_text": low_text, "negative_source_id": bank["id"][j],
+                    "negative_edit": f"kNN rank {rank + 1} of {p.mine_k}", "_same_sample": same,
+                })
+        return mined
+
+    # ---- verdicts -----------------------------------------------------------------------------
+    def _judge(self, cands: list[dict[str, Any]], emb: dict[str, Any]) -> None:
+        """Score every candidate in place and set its verdict, status and reject columns."""
+        p = self.params
+        scored: list[dict[str, Any]] = []
+        s_neg, s_pos, same, dup, keys = [], [], [], [], []
+        for row in cands:
+            aid = row["parent_id"]
+            problem = emb["bad"].get(row["id"]) or emb["bad"].get(aid)
+            low = self._lowest_positive(aid, emb)
+            if problem or low is None:
+                row.update(status=STATUS_REJECTED, reject_stage=self.name, reject_code=str(ReasonCode.MEDIA),
+                           reject_detail=problem or "anchor has no image or no caption to score against")
+                row.pop("_same_sample", None)
+                continue
+            image = emb["img"][aid]
+            if row.get("negative_text"):
+                neg = emb["txt"][row["negative_text"]]
+                s_neg.append(float(neg @ image))
+                s_pos.append(low[0])
+                positives = {canonical_words(c) for c in emb["caps"][aid]}
+                near = max(float(neg @ emb["txt"][c]) for c in emb["caps"][aid])
+                dup.append(canonical_words(row["negative_text"]) in positives or (
+                    p.duplicate_text_cosine is not None and near >= p.duplicate_text_cosine))
+                side = "text"
+            else:
+                caption = emb["txt"][row["positive_text"]]
+                neg_img = emb["neg_img"][row["id"]]
+                s_neg.append(float(neg_img @ caption))
+                s_pos.append(float(image @ caption))
+                dup.append(p.duplicate_image_cosine is not None and float(neg_img @ image) >= p.duplicate_image_cosine)
+                side = "image"
+            same.append(bool(row.pop("_same_sample", False)))
+            keys.append((aid, row.get("positive_text"), side))
+            scored.append(row)
+        if not scored:
+            return
+        verdicts = false_negative_verdicts(np.array(s_neg), np.array(s_pos), np.array(same), np.array(dup), self.rules)
+        verdicts = cap_per_positive(keys, np.array(s_neg), verdicts, p.max_per_positive)
+        fn = int(sum(v in FALSE_NEGATIVE_VERDICTS for v in verdicts))
+        rate = fn / len(scored)
+        batch = "nf-" + hashlib.sha256("\n".join(r["id"] for r in scored).encode()).hexdigest()[:12]
+        level = logging.WARNING if rate > p.max_false_negative_rate else logging.INFO
+        log.log(level, "negatives_filter: batch %s: %d of %d candidates dropped as false negatives (%.3f, limit %g)",
+                batch, fn, len(scored), rate, p.max_false_negative_rate)
+        for row, verdict, sn, sp in zip(scored, verdicts, s_neg, s_pos, strict=True):
+            row.update(negative_similarity=sn, positive_similarity=sp, negative_verdict=str(verdict),
+                       negative_batch=batch, negative_batch_fn_rate=rate)
+            if verdict != KEPT:
+                detail = drop_detail(str(verdict), sn, sp, self.rules, p.max_per_positive)
+                if verdict == DUPLICATE and row.get("negative_text"):
+                    detail += f": {row['negative_text'][:120]!r}"
+                row.update(status=STATUS_REJECTED, reject_stage=self.name, reject_code=str(ReasonCode.HARD_NEG),
+                           reject_detail=detail)
