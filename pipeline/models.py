@@ -232,7 +232,6 @@ def open_clip_config(path: Path) -> dict[str, Any]:
 def load_open_clip(path: Path, device: str = "cpu") -> OpenClipBundle:
     """Load an open_clip checkpoint directory (``local-dir:``) and its tokenizer."""
     import open_clip
-    import torch
 
     config = open_clip_config(path)
     model = open_clip.create_model(f"local-dir:{path}", device=device, weights_only=True,
@@ -251,7 +250,9 @@ def load_open_clip(path: Path, device: str = "cpu") -> OpenClipBundle:
                               f"{text_cfg.get('vocab_size')}")
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", 224)
-    torch.set_grad_enabled(False)
+    # No global torch.set_grad_enabled(False) here: it leaked into every later caller in the
+    # process (a training step after a scoring stage had no gradients). Callers run their
+    # forwards under torch.inference_mode().
     return OpenClipBundle(
         model=model, tokenizer=tokenizer,
         image_size=int(size[0] if isinstance(size, (list, tuple)) else size),

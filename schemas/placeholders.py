@@ -57,13 +57,15 @@ def span(modality: str, num_tokens: int = 1, ids: Sequence[int] | None = None) -
 # Anything that looks like a sentinel or token in escaped form: HTML entities (also double
 # escaped), JSON/Python unicode escapes, percent-encoding, full-width and small-form brackets.
 _NAMES = r"(?:image|audio|video)_(?:start|end|pad)"
+# ASCII whitespace only: Python's \s also matches NBSP and other Unicode spaces, RE2's does not.
+_WS = r"[ \t\n\r\f\v]"
 _OPEN_ESC = r"(?:&(?:amp;)*lt;|&(?:amp;)*#0*60;|&(?:amp;)*#x0*3c;|\\+u003c|\\+x3c|%3c|＜|﹤|〈)"
 _CLOSE_ESC = r"(?:&(?:amp;)*gt;|&(?:amp;)*#0*62;|&(?:amp;)*#x0*3e;|\\+u003e|\\+x3e|%3e|＞|﹥|〉)"
 _PIPE_ESC = r"(?:｜|&(?:amp;)*#124;|&(?:amp;)*vert;|%7c|\\+u007c)"
 _PIPE = rf"(?:\||{_PIPE_ESC})"
 ESCAPED_PATTERN = (
-    rf"(?i)(?:{_OPEN_ESC}\s*{_PIPE}\s*{_NAMES}|<\s*{_PIPE_ESC}\s*{_NAMES}|<\s+\|\s*{_NAMES}"
-    rf"|{_NAMES}\s*{_PIPE}\s*{_CLOSE_ESC}|{_NAMES}\s*{_PIPE_ESC}\s*>|{_NAMES}\s*\|\s+>"
+    rf"(?i)(?:{_OPEN_ESC}{_WS}*{_PIPE}{_WS}*{_NAMES}|<{_WS}*{_PIPE_ESC}{_WS}*{_NAMES}|<{_WS}+\|{_WS}*{_NAMES}"
+    rf"|{_NAMES}{_WS}*{_PIPE}{_WS}*{_CLOSE_ESC}|{_NAMES}{_WS}*{_PIPE_ESC}{_WS}*>|{_NAMES}{_WS}*\|{_WS}+>"
     rf"|(?:&(?:amp;)*lt;|\\+u003c|＜)(?:IMG|AUD|VID)_TK_)"
 )
 _ESCAPED_RE = re.compile(ESCAPED_PATTERN)

@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Ray reads its auth settings when it is first imported, and test modules import it at
+# collection time, before any fixture runs: so the local Ray's settings are fixed here, once.
+_RAY_AUTH_DIR = Path(tempfile.mkdtemp(prefix="xmodal-ray-auth-"))
+(_RAY_AUTH_DIR / "auth_token").write_text(secrets.token_hex(32))
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_RAY_AUTH_DIR / "auth_token"))
 
 EXAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "examples"
 if not EXAMPLES.is_dir():  # CI clones main with shared/ beside it
@@ -72,13 +80,8 @@ def s3_bucket(s3_server: str) -> str:
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[None]:
     """A real local Ray (2 CPUs) for the session. Depends on the S3 server so that its
-    environment is in place before ``ray.init()`` (workers inherit it). Ray reads its auth
-    settings when it is imported, so they are set first."""
-    base = tmp_path_factory.mktemp("ray")
-    token = base / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    environment is in place before ``ray.init()`` (workers inherit it). Auth settings are
+    set at the top of this file."""
     import ray
 
     temp_dir = Path("/tmp") / f"xr-{secrets.token_hex(4)}"  # short: Ray's socket paths are length-limited

@@ -157,7 +157,22 @@ def test_generated_valid_content_passes(spans: list[tuple[str, int, bool]], text
 @settings(max_examples=400, deadline=None)
 @given(
     st.lists(
-        PIECES | st.sampled_from(["&#60;", "&#x3C;", "%3c%7c", "IMG_TK_", "&amp;lt;", "﹤", "IMAGE_START", "\t"]),
+        PIECES
+        | st.sampled_from(
+            [
+                "&#60;",
+                "&#x3C;",
+                "%3c%7c",
+                "IMG_TK_",
+                "&amp;lt;",
+                "﹤",
+                "IMAGE_START",
+                "\t",
+                "\u00a0",
+                "\u2003",
+                "&#60;|",
+            ]
+        ),
         max_size=10,
     ).map("".join)
 )
