@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Ray reads its auth settings when it is first imported, and test modules import it at
-# collection time, before any fixture runs: so the local Ray's settings are fixed here, once.
-_RAY_AUTH_DIR = Path(tempfile.mkdtemp(prefix="xmodal-ray-auth-"))
-(_RAY_AUTH_DIR / "auth_token").write_text(secrets.token_hex(32))
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(_RAY_AUTH_DIR / "auth_token"))
+# Ray caches its auth mode for the whole process the first time it reads it, and the cluster
+# tests delete RAY_* variables for their own client checks. The in-process local Ray therefore
+# runs with auth explicitly disabled (loopback/sandbox only, stopped by its fixture); token auth
+# is tested against the real head started by tests/integration/test_cluster.py.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 EXAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "examples"
 if not EXAMPLES.is_dir():  # CI clones main with shared/ beside it
@@ -82,6 +80,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Itera
     """A real local Ray (2 CPUs) for the session. Depends on the S3 server so that its
     environment is in place before ``ray.init()`` (workers inherit it). Auth settings are
     set at the top of this file."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the same value Ray cached at its first read
     import ray
 
     temp_dir = Path("/tmp") / f"xr-{secrets.token_hex(4)}"  # short: Ray's socket paths are length-limited
