@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,6 +49,15 @@ def release(tmp_path: Path, manifest: str, **kw: object) -> tuple[pa.Table, dict
         **kw,  # type: ignore[arg-type]
     )
     return table, result.manifest
+
+
+def release_table(tmp_path: Path, table: pa.Table, manifest: str) -> Any:
+    """``write_release`` of ``table`` as dataset ds, version v1, under tmp_path/rel."""
+    return write_release(
+        table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
+        inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+        config_hash="c", code_version="t", vocab=VOCAB,
+    )
 
 
 def test_layout_counts_and_checksums(tmp_path: Path) -> None:
@@ -96,16 +106,7 @@ def test_counts_that_do_not_reconcile_stop_the_release(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
     with pytest.raises(ReleaseError, match="do not reconcile"):
-        write_release(
-            table.slice(1),
-            root=str(tmp_path / "rel"),
-            dataset="ds",
-            version="v1",
-            inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
-            config_hash="c",
-            code_version="t",
-            vocab=VOCAB,
-        )
+        release_table(tmp_path, table.slice(1), manifest)
     assert not (tmp_path / "rel" / "ds" / "v1").exists()
 
 
@@ -113,16 +114,7 @@ def test_lint_failure_stops_the_release(tmp_path: Path) -> None:
     manifest = make_manifest(tmp_path)
     table = read_inputs([manifest], 1 << 20)  # no lint stage ran: bad rows are still "ok"
     with pytest.raises(ReleaseError, match="placeholder lint failed"):
-        write_release(
-            table,
-            root=str(tmp_path / "rel"),
-            dataset="ds",
-            version="v1",
-            inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
-            config_hash="c",
-            code_version="t",
-            vocab=VOCAB,
-        )
+        release_table(tmp_path, table, manifest)
     assert not (tmp_path / "rel" / "ds").exists() or not any((tmp_path / "rel" / "ds").iterdir())
 
 
@@ -138,16 +130,7 @@ def test_negative_pairs_go_to_negatives_not_data(tmp_path: Path) -> None:
     negative = anchor
     table = pa.concat_tables([table, negative])
     table = table.append_column("negative_type", pa.array([None] * (table.num_rows - 1) + ["replace_colour"]))
-    result = write_release(
-        table,
-        root=str(tmp_path / "rel"),
-        dataset="ds",
-        version="v1",
-        inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
-        config_hash="c",
-        code_version="t",
-        vocab=VOCAB,
-    )
+    result = release_table(tmp_path, table, manifest)
     root = tmp_path / "rel" / "ds" / "v1"
     pairs = pq.read_table(root / "negatives" / "pairs-00000.parquet")
     assert pairs["id"].to_pylist() == ["t-001-txneg0"] and pairs["parent_id"].to_pylist() == ["t-001"]
