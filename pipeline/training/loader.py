@@ -22,7 +22,7 @@ import multiprocessing as mp
 import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ from pipeline.training.release_shards import (
     ray_dataset,
     read_shard,
 )
-from schemas.placeholders import DEFAULT_VOCAB, MODALITIES, PlaceholderLinter
+from schemas.placeholders import PlaceholderLinter
 from schemas.records import MediaRef
 
 __all__ = [
@@ -132,6 +132,7 @@ def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Itera
 class ReleaseDataset(IterableDataset):  # type: ignore[type-arg]
     """Checked samples of a release (local path or s3://), split by rank and DataLoader worker.
 
+    ``vocab`` sizes the token check (default: the manifest's ``placeholder_vocab``, else 8192).
     ``where`` selects samples (e.g. a train/held-out split by id) once their placeholders pass and
     before their images are read; ``transform`` maps each :class:`Sample` to what the DataLoader
     collates (tensors). Skipped rows are counted in shared memory, so :attr:`skipped` is exact
@@ -153,13 +154,14 @@ class ReleaseDataset(IterableDataset):  # type: ignore[type-arg]
     seed: int = 0
     rank: int | None = None
     world_size: int | None = None
-    vocab: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, DEFAULT_VOCAB))
+    vocab: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
         self.index = open_release(self.release_uri)
         self.shards = self.index.select(self.kinds)
+        self.vocab = self.index.vocab(self.vocab)
         self.epoch = 0
         self._skips = mp.Array("q", len(SKIP_CATEGORIES))  # shared with forked/spawned workers
 

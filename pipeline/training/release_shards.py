@@ -68,6 +68,12 @@ class ReleaseIndex:
     def select(self, kinds: Sequence[str] | None = None) -> tuple[ShardEntry, ...]:
         return tuple(s for s in self.shards if kinds is None or s.kind in kinds)
 
+    def vocab(self, override: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Token vocabulary sizes for the span check: ``override``, else the manifest's
+        ``placeholder_vocab`` when it records one, else the grammar's default."""
+        given = override if override is not None else self.manifest.get("placeholder_vocab") or {}
+        return {m: int(given.get(m, DEFAULT_VOCAB)) for m in MODALITIES}
+
 
 def open_release(uri: str) -> ReleaseIndex:
     """Open ``<root>/<dataset>/<version>`` or ``<root>/<dataset>`` (follows its ``latest``)."""
@@ -160,12 +166,15 @@ def ray_dataset(
     ``manifest.json`` lists), ready for ``map_batches`` preprocessing and ``iter_torch_batches``
     (or ``ray.train.get_dataset_shard(...).iter_torch_batches`` inside Ray Train).
 
-    ``verify_sha256`` hashes every shard in Ray tasks before reading. Skipped rows are logged by
-    the Ray task that drops them. String and list columns do not become tensors: select numeric
-    columns or pass a ``collate_fn`` to ``iter_torch_batches``."""
+    ``verify_sha256`` hashes every shard in Ray tasks before reading; ``vocab`` as in
+    :meth:`ReleaseIndex.vocab`. Only the spans are checked here (media decoding belongs to the
+    caller's ``map_batches``). Skipped rows are logged by the Ray task that drops them, not
+    counted. String and list columns do not become tensors: select numeric columns or pass a
+    ``collate_fn`` to ``iter_torch_batches``."""
     import ray
 
-    shards = open_release(release_uri).select(kinds)
+    index = open_release(release_uri)
+    shards = index.select(kinds)
     if not shards:
         raise ReleaseReadError(f"{release_uri}: no data shards of kinds {list(kinds or [])}")
     if on_error not in ("raise", "skip"):
@@ -177,7 +186,7 @@ def ray_dataset(
     ds = ray.data.read_parquet([filesystem_for(s.uri)[1] for s in shards], filesystem=fs, include_paths=True)
     if columns is not None:
         ds = ds.select_columns(sorted(set(columns) | {"id", "kind", "content", "media", "path"}))
-    check_vocab = dict(vocab) if vocab is not None else dict.fromkeys(MODALITIES, DEFAULT_VOCAB)
+    check_vocab = index.vocab(vocab)
 
     def check(batch: pa.Table) -> pa.Table:
         return check_batch(batch, vocab=check_vocab, on_error=on_error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -202,3 +203,16 @@ def test_ray_batch_check_raises_or_drops(tampered_release: Path) -> None:
     kept = check_batch(batch, vocab=VOCAB, on_error="skip")
     assert kept.column_names == table.column_names
     assert kept["id"].to_pylist() == [i for k, i in enumerate(table["id"].to_pylist()) if k != 1]
+
+
+def test_token_vocabulary_comes_from_the_manifest_unless_given(tampered_release: Path) -> None:
+    manifest = json.loads((tampered_release / "manifest.json").read_text())
+    manifest["placeholder_vocab"] = {"image": 1}  # only <IMG_TK_0> is in range
+    (tampered_release / "manifest.json").write_text(json.dumps(manifest))
+    tokens = list(ReleaseDataset(str(tampered_release), kinds=["object"], vocab={"image": 8192}))
+    over = [s.id for s in tokens if any(int(t) >= 1 for t in re.findall(r"<IMG_TK_(\d+)>", s.content))]
+    assert over, "the sample world has rows with discrete image tokens"
+    ds = ReleaseDataset(str(tampered_release), kinds=["object"], on_error="skip")
+    kept = [s.id for s in ds]
+    assert ds.skipped["placeholder"] == len(over) and not set(over) & set(kept)
+    assert len(kept) + len(over) == len(tokens) == 28
