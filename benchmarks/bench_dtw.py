@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     report("dtw", "exact banded alignments/s, 30-s 900x1500, d=128, 1 core", base_rate, ">= 100")
     for name, per_s, cost in rows[1:]:
         if name.startswith("fastdtw"):
-            report("dtw", f"{name}: speed / exact banded (cost {100 * (cost - full.cost) / full.cost:+.2f}%)", per_s / base_rate)
+            drift = 100 * (cost - full.cost) / full.cost
+            report("dtw", f"{name}: speed / exact banded (cost {drift:+.2f}%)", per_s / base_rate)
     print(f"DTW, single core, 30-s segment {len(x)} x {len(y)} frames, d={DIM}; "
           f"fastdtw build installed: {build}")
     print(f"{'method':<38}{'align/s':>10}{'ms':>10}{'x exact':>10}{'cost vs full':>14}")
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             mem = long_memory(method)
             if mem:
                 total = mem["features_mb"] + mem["rss_rise_mb"]
-                report("dtw", f"10-minute segment peak MB ({method}: features + align)", total, "< 64" if method == "exact" else "")
+                report("dtw", f"10-minute segment peak MB ({method}: features + align)", total,
+                       "< 64" if method == "exact" else "")
                 print(f"{method:<24}{mem['features_mb']:>12.1f}{mem['rss_rise_mb']:>10.1f}"
                       f"{total:>10.1f}{mem['traced_mb']:>11.1f}{mem['estimate_mb']:>12.1f}"
                       f"{mem['seconds']:>8.2f}")
