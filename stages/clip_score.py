@@ -5,7 +5,9 @@ Consumes the ``decoded_*`` image columns of ``decode_media`` and ``kind``, ``con
 
 - object: ``clip_caption_scores`` (the image against the content, markup stripped, then every
   caption) and ``clip_box_scores`` (each box crop against ``box_text`` with its label: the
-  anchoring check); ``clip_score`` is the lowest caption score;
+  anchoring check); ``clip_score`` is the lowest caption score; with ``counterfactuals``,
+  ``clip_counterfactual_gaps``: per caption, the best single-attribute alternative's score
+  (``stages.counterfactuals``) minus the caption's;
 - segment: ``clip_frame_scores`` (each sampled frame against the content sentence),
   ``clip_video_score_mean``/``_max``; ``clip_score`` is the mean;
 - document: ``clip_doc_scores`` (images x sentences of the text items) and ``clip_doc_best``
@@ -15,18 +17,22 @@ Consumes the ``decoded_*`` image columns of ``decode_media`` and ``kind``, ``con
   and ``clip_model`` (checkpoint and pin) saying which model made them.
 
 Rejects with ``ERR_CROSS_MDL_FUSION`` a row with a non-finite embedding, and with
-``ERR_CROSS_MDL_LOW_SCORE`` a row with a score under its threshold: absolute (``min_*``) or,
-with ``keep_top_fraction``, under the batch quantile of ``clip_score`` per kind (DataComp's
-top fraction; for a dataset quantile, score once without thresholds, compute
-:func:`stages.scoring.top_fraction_threshold` over all scores and set ``min_*``). Features are norm-clipped to ``max_feature_norm`` before the cosine. The decoded
-image columns are nulled once used. Runs as an actor: the model loads once in ``setup()``.
+``ERR_CROSS_MDL_LOW_SCORE`` a row with a score under its threshold, absolute (``min_*``) or,
+with ``keep_top_fraction``, under the batch quantile of ``clip_score`` per kind (DataComp's top
+fraction; for a dataset quantile, score once without thresholds, compute
+:func:`stages.scoring.top_fraction_threshold` over all scores and set ``min_*``), and an object
+row with a caption that one of its counterfactuals outscores by more than
+``counterfactual_margin`` (it is probably wrong in that attribute: an absolute threshold misses a
+three-object caption with one wrong size). Features are norm-clipped to ``max_feature_norm``
+before the cosine. The decoded image columns are nulled once used. Runs as an actor: the model
+loads once in ``setup()``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +41,7 @@ from pydantic import Field
 from pipeline.models import resolve_checkpoint
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
+from stages.counterfactuals import counterfactuals
 from stages.decode_media import IMAGE_COLUMNS, geometric_transform, image_spec
 from stages.object_lexicon import caption_texts, strip_markup
 from stages.scoring import (
@@ -59,6 +66,11 @@ class ClipScoreParams(ScorerParams):
     min_box_score: float | None = Field(None, ge=-1, le=1)
     min_video_score: float | None = Field(None, ge=-1, le=1, description="on the frame mean")
     min_document_score: float | None = Field(None, ge=-1, le=1, description="lowest best")
+    counterfactuals: list[Literal["size", "colour", "object", "spatial"]] = Field(
+        default_factory=list, description="object captions: attribute changes each caption is "
+        "checked against (stages.counterfactuals); use only attributes the model knows")
+    counterfactual_margin: float = Field(0.02, ge=0, le=2, description="reject a caption that "
+                                         "an alternative outscores by more than this")
 
 
 def row_texts(row: dict[str, Any], box_text: str) -> tuple[list[str], list[str]]:
@@ -89,6 +101,7 @@ class ClipScore(Stage):
     output_fields: ClassVar[list[pa.Field]] = [
         pa.field("clip_score", pa.float32()),
         pa.field("clip_caption_scores", SCORES_TYPE),
+        pa.field("clip_counterfactual_gaps", SCORES_TYPE),
         pa.field("clip_box_scores", SCORES_TYPE),
         pa.field("clip_frame_scores", SCORES_TYPE),
         pa.field("clip_video_score_mean", pa.float32()),
@@ -185,6 +198,9 @@ class ClipScore(Stage):
             specs += [row["decoded_image_spec"]] * (len(images) - len(specs))
             entry["txt"] = [texts.setdefault(t, len(texts)) for t in txt]
             entry["lab"] = [texts.setdefault(t, len(texts)) for t in labels]
+            if p.counterfactuals and row["kind"] == "object":
+                entry["alt"] = [[(texts.setdefault(c.text, len(texts)), c.edit)
+                                 for c in counterfactuals(t, p.counterfactuals, txt)] for t in txt]
             plan.append(entry)
         results: list[dict[str, Any]] = [{} for _ in data]
         verdicts: list[Verdict | None] = [None] * len(data)
@@ -223,6 +239,10 @@ class ClipScore(Stage):
             r["clip_score"] = float(caps.min()) if caps.size else None
             low = [(s, f"caption {j}") for j, s in enumerate(caps) if p.min_caption_score is not None
                    and s < p.min_caption_score]
+            beaten = None
+            if "alt" in e:
+                r["clip_counterfactual_gaps"], beaten = self._counterfactual_gaps(
+                    img_u[e["img"][0]], caps, e["alt"], txt_u, p.counterfactual_margin)
             low += [(s, f"box {j} ({(row['boxes'][j] or {}).get('label')!r})")
                     for j, s in enumerate(box) if s is not None and p.min_box_score is not None
                     and s < p.min_box_score]
@@ -231,6 +251,8 @@ class ClipScore(Stage):
                 limit = p.min_caption_score if what.startswith("caption") else p.min_box_score
                 verdict = Verdict(ReasonCode.LOW_SCORE,
                                   f"CLIP score of {what} is {s:.3f}, below {limit:g}")
+            elif beaten:
+                verdict = Verdict(ReasonCode.LOW_SCORE, beaten)
         elif kind == "segment" and sim.shape[1]:
             frames = sim[:, 0]
             r.update(clip_frame_scores=frames.tolist(), clip_video_score_mean=float(frames.mean()),
@@ -247,6 +269,26 @@ class ClipScore(Stage):
                 verdict = Verdict(ReasonCode.LOW_SCORE, f"CLIP: image {j} matches no sentence "
                                   f"(best {best[j]:.3f}, below {p.min_document_score:g})")
         return r, verdict
+
+    @staticmethod
+    def _counterfactual_gaps(image: np.ndarray, caps: np.ndarray, alts: list[list[tuple[int, str]]],
+                             txt_u: Any, margin: float) -> tuple[list[float | None], str | None]:
+        """Per caption, best counterfactual score minus the caption's (None: no alternative);
+        and the message for the caption beaten by the most, if one is beaten by > ``margin``."""
+        gaps: list[float | None] = []
+        worst: tuple[float, str] | None = None
+        for j, (score, options) in enumerate(zip(caps, alts, strict=True)):
+            if not options:
+                gaps.append(None)
+                continue
+            alt = txt_u[[i for i, _ in options]] @ image
+            k = int(alt.argmax())
+            gap = float(alt[k] - score)
+            gaps.append(gap)
+            if gap > margin and (worst is None or gap > worst[0]):
+                worst = (gap, f"CLIP: caption {j} ({score:.3f}) is outscored by its counterfactual "
+                              f"'{options[k][1]}' ({alt[k]:.3f}), by more than {margin:g}")
+        return gaps, (worst[1] if worst else None)
 
     def _quantile_verdicts(self, data: list[dict[str, Any]], results: list[dict[str, Any]],
                            verdicts: list[Verdict | None], p: ClipScoreParams
