@@ -1,18 +1,20 @@
 """``xmodal train-demo-model``: a tiny open_clip model trained on the sample world.
 
 The demo's CLIP scores should mean something, and no downloaded model knows our shapes, so the
-project trains its own: a ViT (64 px, patch 8, 4 layers, width 128) and a text transformer
-(3 layers, width 64) on images rendered exactly as ``decode_media`` prepares them (open_clip's eval transform,
-``squash`` to 64 px) and the texts that ``clip_score`` scores (object content and captions,
-document figure captions, segment sentences). Scenes are drawn fresh every step, so nothing is
-seen twice. The loss is CLIP's contrastive loss plus a sigmoid (SigLIP) term that calibrates an
-absolute threshold; each image also gets a colour-, shape- or size-swapped copy of its caption as
-a hard negative (NegCLIP). Identical captions in a batch are not counted as negatives.
+project trains its own: a ViT (64 px, patch 8, 4 layers, width 128) and a text transformer (3
+layers, width 64) on images rendered exactly as ``decode_media`` prepares them (open_clip's eval
+transform, ``squash`` to 64 px) and the texts that ``clip_score`` scores (object content and
+captions, document figure captions, segment sentences). Scenes are drawn fresh every step, so
+nothing is seen twice. The loss is CLIP's contrastive loss plus a sigmoid (SigLIP) term that
+calibrates an absolute threshold; each image also gets ``--negatives`` colour-, shape- or
+size-swapped copies of its caption as hard negatives (NegCLIP). Identical captions in a batch
+are not counted as negatives. ``--init`` continues from an earlier checkpoint (the shipped
+model was trained in phases; its card lists the commands).
 
 The vocabulary is open_clip's BPE cut to its first ``FIRST_MERGES`` merges plus every merge the
 sample world's words need (the words tokenize exactly as with the full vocabulary), which keeps
 the fp16 checkpoint a few MB. The output directory holds ``open_clip_config.json``,
-``open_clip_model.safetensors``, ``tokenizer_bpe.txt.gz`` and ``card.json`` (seed, config,
+``open_clip_model.safetensors``, ``tokenizer_bpe.txt.gz`` and ``card.json`` (seeds, config,
 training time, held-out R@1, swapped-caption score gaps and the recommended threshold).
 """
 
@@ -152,7 +154,7 @@ def load_demo_clip(model_dir: Path) -> tuple[Any, Any]:
 def _batch(rng: np.random.Generator, size: int, start: int, transform: Any, negatives: int
            ) -> tuple[np.ndarray, list[str], list[str]]:
     """Images, one true text per image, and up to ``negatives`` swapped copies of each text
-    (one per swap kind)."""
+    (swap kinds taken in a random order, each kind as often as ``negatives`` needs)."""
     images, texts, hard = [], [], []
     for i in range(size):
         bgr, options, labels = example(rng, start + i)
@@ -160,7 +162,7 @@ def _batch(rng: np.random.Generator, size: int, start: int, transform: Any, nega
         text = options[int(rng.integers(len(options)))]
         texts.append(text)
         found = 0
-        for kind in rng.permutation(SWAP_KINDS):
+        for kind in rng.permutation(SWAP_KINDS * -(-negatives // len(SWAP_KINDS))):
             if found == negatives:
                 break
             swapped = swap_caption(text, labels, str(kind), rng)
@@ -170,6 +172,50 @@ def _batch(rng: np.random.Generator, size: int, start: int, transform: Any, nega
     return np.stack(images), texts, hard
 
 
+class _Steps:
+    """The training stream: step ``s`` is drawn from its own generator ``(seed, 1, s)``, so the
+    batches are the same whatever the number of render workers. Yields (uint8 pixels NHWC,
+    token ids of the true texts then the swapped ones, each text's id among the distinct texts).
+    A torch IterableDataset: with DataLoader workers, worker k renders steps k, k+n, ..."""
+
+    def __init__(self, seed: int, steps: int, batch: int, negatives: int, image_size: int,
+                 bpe_path: Path, context_length: int) -> None:
+        self.seed, self.steps, self.batch, self.negatives = seed, steps, batch, negatives
+        self.image_size, self.bpe_path, self.context_length = image_size, bpe_path, context_length
+
+    def __iter__(self) -> Any:
+        import open_clip
+        import torch
+
+        from stages.decode_media import geometric_transform
+
+        info = torch.utils.data.get_worker_info()
+        first, every = (info.id, info.num_workers) if info is not None else (0, 1)
+        transform = geometric_transform(self.image_size, RESIZE_MODE, INTERPOLATION, 0)
+        tok = open_clip.SimpleTokenizer(bpe_path=str(self.bpe_path),
+                                        context_length=self.context_length)
+        for step in range(first, self.steps, every):
+            rng = np.random.default_rng([self.seed, 1, step])
+            pixels, texts, hard = _batch(rng, self.batch, step * self.batch, transform,
+                                         self.negatives)
+            all_texts = texts + hard
+            ids = {t: i for i, t in enumerate(dict.fromkeys(all_texts))}
+            yield (torch.from_numpy(pixels), tok(all_texts),
+                   torch.tensor([ids[t] for t in all_texts]))
+
+
+def _stream(data: _Steps, workers: int) -> Any:
+    import torch
+
+    if workers == 0:
+        return iter(data)
+    dataset = type("StepsDataset", (torch.utils.data.IterableDataset,), {
+        "__iter__": lambda self: iter(data)})()
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                            prefetch_factor=4, pin_memory=True,
+                                            multiprocessing_context="fork"))
+
+
 def _multi_positive_nll(logits: Any, positive: Any) -> Any:
     import torch
 
@@ -177,10 +223,24 @@ def _multi_positive_nll(logits: Any, positive: Any) -> Any:
     return (torch.logsumexp(logits, 1) - torch.logsumexp(masked, 1)).mean()
 
 
+def pick_train_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    return name
+
+
 def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, threads: int = 2,
-          negatives: int = 3, init: Path | None = None, log_every: int = 100) -> dict[str, Any]:
+          negatives: int = 3, init: Path | None = None, log_every: int = 100,
+          device: str = "cpu", workers: int = 0, image_size: int = IMAGE_SIZE,
+          vision_width: int = 128, vision_layers: int = 4, lr: float = 1e-3) -> dict[str, Any]:
     """Train the demo model (from scratch, or on from the checkpoint ``init`` with its
-    tokenizer), write the checkpoint under ``out_dir`` and return its card."""
+    tokenizer and architecture), write the checkpoint under ``out_dir`` and return its card.
+    ``workers`` render the batches in DataLoader processes (0: in this process); on ``cuda``
+    the forward runs under bf16 autocast."""
     import copy
 
     import open_clip
@@ -188,8 +248,7 @@ def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, thre
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
-    from stages.decode_media import geometric_transform
-
+    device = pick_train_device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,68 +256,71 @@ def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, thre
     if init is None:
         bpe_path.write_bytes(reduced_bpe(corpus_texts()))
         cfg = copy.deepcopy(MODEL_CFG)
+        cfg["vision_cfg"].update(image_size=image_size, width=vision_width, layers=vision_layers)
     else:
         bpe_path.write_bytes((init / bpe_path.name).read_bytes())
         cfg = json.loads((init / "open_clip_config.json").read_text())["model_cfg"]
-    tok = open_clip.SimpleTokenizer(bpe_path=str(bpe_path),
-                                    context_length=cfg["text_cfg"]["context_length"])
-    cfg["text_cfg"]["vocab_size"] = tok.vocab_size
+    image_size = cfg["vision_cfg"]["image_size"]
+    context = cfg["text_cfg"]["context_length"]
+    cfg["text_cfg"]["vocab_size"] = open_clip.SimpleTokenizer(bpe_path=str(bpe_path)).vocab_size
+    batches = _stream(_Steps(seed, steps, batch, negatives, image_size, bpe_path, context), workers)
     model = open_clip.CLIP(**cfg)
     if init is not None:
         from safetensors.torch import load_file
 
         weights = load_file(str(init / "open_clip_model.safetensors"))
         model.load_state_dict({k: v.float() for k, v in weights.items()})
-    transform = geometric_transform(IMAGE_SIZE, RESIZE_MODE, INTERPOLATION, 0)
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    sigmoid = torch.nn.Parameter(torch.tensor([math.log(10.0), -10.0]))  # log scale, bias
+    model.to(device)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
+    sigmoid = torch.nn.Parameter(torch.tensor([math.log(10.0), -10.0], device=device))  # log scale, bias
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2] + [sigmoid]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": rest, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.98))
-    rng = np.random.default_rng([seed, 1])
+                             {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     warmup, t0 = max(1, steps // 20), time.perf_counter()
-    for step in range(steps):
-        lr = 1e-3 * min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
+    for step, (pixels, tokens, key) in enumerate(batches):
+        rate = lr * min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
-            group["lr"] = lr
-        pixels, texts, hard = _batch(rng, batch, step * batch, transform, negatives)
-        x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-        all_texts = texts + hard
-        ids = {t: i for i, t in enumerate(dict.fromkeys(all_texts))}
-        key = torch.tensor([ids[t] for t in all_texts])
+            group["lr"] = rate
+        x = (pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+        key = key.to(device, non_blocking=True)
         positive = key[:batch, None] == key[None, :]
-        cos = F.normalize(model.encode_image(x), dim=-1) @ F.normalize(
-            model.encode_text(tok(all_texts)), dim=-1).T
+        with autocast:
+            image_features = model.encode_image(x)
+            text_features = model.encode_text(tokens.to(device, non_blocking=True))
+        cos = F.normalize(image_features.float(), dim=-1) @ F.normalize(text_features.float(), dim=-1).T
         logits = model.logit_scale.exp() * cos
         contrastive = (_multi_positive_nll(logits, positive)
                        + _multi_positive_nll(logits[:, :batch].T, positive[:, :batch].T)) / 2
         calibration = F.binary_cross_entropy_with_logits(
             sigmoid[0].exp() * cos + sigmoid[1], positive.float(), reduction="sum") / batch
         loss = contrastive + calibration
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"step {step:5d}  loss {loss.item():.3f}  ({contrastive.item():.3f} + "
-                  f"{calibration.item():.3f})  lr {lr:.2e}  {time.perf_counter() - t0:.0f}s",
+                  f"{calibration.item():.3f})  lr {rate:.2e}  {time.perf_counter() - t0:.0f}s",
                   flush=True)
     train_s = time.perf_counter() - t0
-    model.eval()
+    model.to("cpu").eval()
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
     (out_dir / "open_clip_config.json").write_text(json.dumps({
         "model_cfg": cfg,
-        "preprocess_cfg": {"size": IMAGE_SIZE, "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "preprocess_cfg": {"size": image_size, "mean": list(open_clip.OPENAI_DATASET_MEAN),
                            "std": list(open_clip.OPENAI_DATASET_STD), "resize_mode": RESIZE_MODE,
                            "interpolation": INTERPOLATION, "fill_color": 0},
         "xmodal_tokenizer": {"bpe": bpe_path.name},
     }, indent=2) + "\n")
+    hardware = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {threads} threads"
     return write_card(out_dir, seed=seed, steps=steps, batch=batch, threads=threads,
-                      negatives=negatives, train_s=train_s, init=init)
+                      negatives=negatives, train_s=train_s, init=init, device=device,
+                      hardware=hardware, workers=workers, lr=lr)
 
 
 def cmd_train_demo_model(args: argparse.Namespace) -> int:
@@ -267,7 +329,9 @@ def cmd_train_demo_model(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     init = Path(args.init) if args.init else None
     card = train(Path(args.out), steps=args.steps, batch=args.batch, seed=args.seed,
-                 threads=args.threads, negatives=args.negatives, init=init)
+                 threads=args.threads, negatives=args.negatives, init=init, device=args.device,
+                 workers=args.workers, image_size=args.image_size, vision_width=args.vision_width,
+                 vision_layers=args.vision_layers, lr=args.lr)
     print(json.dumps({k: v for k, v in card.items() if k != "model_cfg"}, indent=2))
     return 0
 
@@ -283,4 +347,14 @@ def register_cli(add: Any) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--negatives", type=int, default=3,
                    help="swapped-caption hard negatives per image (default 3)")
-    p.add_argument("--init", help="continue from this checkpoint directory (same tokenizer)")
+    p.add_argument("--init", help="continue from this checkpoint directory (same tokenizer and "
+                   "architecture)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where the model trains (default cpu; cuda uses bf16 autocast)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering batches (default 0: in the training process)")
+    p.add_argument("--image-size", type=int, default=IMAGE_SIZE,
+                   help=f"model input size, patch 8 (default {IMAGE_SIZE})")
+    p.add_argument("--vision-width", type=int, default=128, help="ViT width (default 128)")
+    p.add_argument("--vision-layers", type=int, default=4, help="ViT layers (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
