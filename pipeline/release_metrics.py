@@ -59,6 +59,8 @@ class PlotData:
     continuity: np.ndarray | None = None
     difficulty_kept: np.ndarray | None = None
     difficulty_dropped: np.ndarray | None = None
+    swap_clean: np.ndarray | None = None
+    swap_mismatched: np.ndarray | None = None
 
 
 @dataclass
@@ -338,7 +340,27 @@ def _negatives(table: pa.Table, out: ReleaseMetrics) -> None:
     else:
         out.skipped["false_negative_rate"] = ("no stage checked the negatives for false negatives "
                                               "(no negative_verdict, no ERR_CROSS_MDL_HARD_NEG)")
+    _clean_vs_swapped(negs, values, out)
     out.values["negatives"] = values
+
+
+def _clean_vs_swapped(negs: pa.Table, values: dict[str, Any], out: ReleaseMetrics) -> None:
+    """The injected mismatches: each rule-based text negative (one attribute or word order
+    changed) against its clean caption, scored by the same model on the same image."""
+    if not {"positive_similarity", "negative_similarity"} <= set(negs.schema.names):
+        return
+    rule = pc.fill_null(pc.or_(pc.starts_with(negs[NEGATIVE_TYPE_COLUMN], "replace_"),
+                               pc.starts_with(negs[NEGATIVE_TYPE_COLUMN], "swap_")), False)
+    pairs = _mask(negs, rule)
+    pos = pc.cast(pairs["positive_similarity"], pa.float64()).to_numpy(zero_copy_only=False)
+    neg = pc.cast(pairs["negative_similarity"], pa.float64()).to_numpy(zero_copy_only=False)
+    both = np.isfinite(pos) & np.isfinite(neg)
+    if not both.any():
+        return
+    out.plots.swap_clean, out.plots.swap_mismatched = pos[both], neg[both]
+    values["clean_vs_swapped"] = {
+        "pairs": int(both.sum()), "clean": distribution(pos[both]), "swapped": distribution(neg[both]),
+        "swapped_below_clean": float(np.mean(neg[both] < pos[both]))}
 
 
 def _rejects(table: pa.Table, counts: Mapping[str, Any]) -> dict[str, Any]:

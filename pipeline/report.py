@@ -208,6 +208,14 @@ def _negatives_section(metrics: ReleaseMetrics | None) -> str:
                                          if p.difficulty_dropped is not None else np.empty(0)},
                                         f"negative difficulty ({n['difficulty_column']})", "difficulty"),
                     "negative difficulty")
+    c = n.get("clean_vs_swapped")
+    if c and p.swap_clean is not None and p.swap_mismatched is not None:
+        out += (f"<p>Clean caption vs its rule-made mismatch (one attribute or word order changed), "
+                f"same image, {c['pairs']} pairs: the mismatch scores lower in "
+                f"{_fmt(c['swapped_below_clean'])} of them.</p>")
+        out += _img(plots.histogram_png({"clean caption": p.swap_clean, "swapped caption": p.swap_mismatched},
+                                        "clean vs swapped captions", "similarity"),
+                    "clean vs swapped captions")
     return out + _skip(metrics, "false_negative_rate")
 
 

@@ -346,3 +346,25 @@ def test_false_negative_rate_follows_the_negatives_stage_verdicts() -> None:
     assert (n["rows"], n["scored"], n["false_negatives_dropped"]) == (5, 4, 2)
     assert n["false_negative_rate"] == 0.25 and n["false_negative_rate_worst_batch"] == 0.5
     assert n["by_verdict"] == {"kept": 2, "over_cap": 1, "positive_aware": 1}
+
+
+def test_clean_vs_swapped_pairs_come_from_rule_made_text_negatives() -> None:
+    """Each rule-made text negative against its clean caption on the same image; mined and
+    temporal negatives are not injected mismatches and stay out."""
+    neg = {"kind": "object", "parent_id": "a"}
+    table = rows([
+        {"id": "a"},
+        {"id": "n1", **neg, "negative_type": "replace_colour", "positive_similarity": 0.6,
+         "negative_similarity": 0.2},
+        {"id": "n2", **neg, "negative_type": "swap_adjectives", "positive_similarity": 0.5,
+         "negative_similarity": 0.55},
+        {"id": "n3", **neg, "negative_type": "replace_size", "positive_similarity": 0.7,
+         "negative_similarity": 0.4},
+        {"id": "n4", **neg, "negative_type": "mined_text", "positive_similarity": 0.6,
+         "negative_similarity": 0.9},
+    ])
+    m = compute_release_metrics(table, reconcile(table, 1), [])
+    c = m.values["negatives"]["clean_vs_swapped"]
+    assert c["pairs"] == 3 and c["swapped_below_clean"] == pytest.approx(2 / 3)
+    assert c["clean"]["mean"] == pytest.approx(0.6) and c["swapped"]["max"] == pytest.approx(0.55)
+    np.testing.assert_allclose(sorted(m.plots.swap_mismatched), [0.2, 0.4, 0.55])
