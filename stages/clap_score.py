@@ -24,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.models import resolve_checkpoint
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 from stages.decode_media import AUDIO_COLUMNS
@@ -35,7 +34,8 @@ from stages.scoring import (
     ScorerParams,
     autocast,
     embedding_array,
-    pick_device,
+    load_scorer,
+    model_id,
     set_column,
     top_fraction_threshold,
     unit_features,
@@ -91,17 +91,11 @@ class ClapScore(Stage):
     error_code: ClassVar[ReasonCode] = ReasonCode.FUSION
 
     def setup(self) -> None:
-        import torch
-
         from pipeline.models import load_clap
 
         p: ClapScoreParams = self.params  # type: ignore[assignment]
-        if p.num_threads:
-            torch.set_num_threads(p.num_threads)
-        self.device = pick_device(p.device)
-        self.bundle = load_clap(resolve_checkpoint(p.checkpoint, p.checkpoint_sha256),
-                                self.device)
-        self.model_id = f"{p.checkpoint}@{(p.checkpoint_sha256 or 'unpinned')[:12]}"
+        self.device, self.bundle = load_scorer(p, load_clap)
+        self.model_id = model_id(p.checkpoint, p.checkpoint_sha256)
         self._warned = False
 
     def encode_audio(self, clips: list[np.ndarray]) -> tuple[Any, np.ndarray]:

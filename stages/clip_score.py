@@ -38,7 +38,6 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.models import resolve_checkpoint
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 from stages.counterfactuals import counterfactuals
@@ -50,7 +49,8 @@ from stages.scoring import (
     ScorerParams,
     autocast,
     embedding_array,
-    pick_device,
+    load_scorer,
+    model_id,
     set_column,
     top_fraction_threshold,
     unit_features,
@@ -122,16 +122,12 @@ class ClipScore(Stage):
         from pipeline.models import load_open_clip
 
         p: ClipScoreParams = self.params  # type: ignore[assignment]
-        if p.num_threads:
-            torch.set_num_threads(p.num_threads)
-        self.device = pick_device(p.device)
-        self.bundle = load_open_clip(resolve_checkpoint(p.checkpoint, p.checkpoint_sha256),
-                                     self.device)
+        self.device, self.bundle = load_scorer(p, load_open_clip)
         b = self.bundle
         self.spec = image_spec(b.image_size, b.resize_mode, b.interpolation, b.fill_color)
         self.mean = torch.tensor(b.mean).view(1, 3, 1, 1).to(self.device)
         self.std = torch.tensor(b.std).view(1, 3, 1, 1).to(self.device)
-        self.model_id = f"{p.checkpoint}@{(p.checkpoint_sha256 or 'unpinned')[:12]}"
+        self.model_id = model_id(p.checkpoint, p.checkpoint_sha256)
         self._warned = False
 
     # ---- model calls --------------------------------------------------------------------------

@@ -124,8 +124,8 @@ class ClipSimilarity:
         import torch
 
         from pipeline.models import load_open_clip, resolve_checkpoint
-        from stages.clip_score import pick_device
         from stages.decode_media import geometric_transform
+        from stages.scoring import pick_device
 
         self.device = pick_device(device)
         self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), self.device)
@@ -138,7 +138,7 @@ class ClipSimilarity:
         import torch
         from PIL import Image
 
-        from stages.clip_score import unit_features
+        from stages.scoring import unit_features
 
         if not images or not sentences:
             return np.zeros((len(images), len(sentences)))

@@ -56,6 +56,7 @@ from stages.negatives_mining import (
     sample_groups,
 )
 from stages.negatives_text import canonical_words, positive_captions
+from stages.scoring import model_id
 
 __all__ = ["ClipEmbedder", "NegativesFilter", "caption_bank", "false_negative_rate"]
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class ClipEmbedder:
         self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), device)
         b = self.bundle
         self.device, self.forward_batch = device, forward_batch
-        self.model_id = f"{checkpoint}@{(sha256 or 'unpinned')[:12]}"  # clip_score's clip_model
+        self.model_id = model_id(checkpoint, sha256)  # as clip_score's clip_model
         self.transform = image_transform(b.image_size, is_train=False, mean=b.mean, std=b.std,
                                          resize_mode=b.resize_mode, interpolation=b.interpolation,
                                          fill_color=b.fill_color)

@@ -5,6 +5,8 @@ feature-norm guard, the DataComp-style top-fraction threshold and the embedding 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -53,6 +55,23 @@ def embedding_array(per_row: list[np.ndarray | None]) -> pa.Array:
     vectors = pa.ListArray.from_arrays(pa.array(inner, pa.int32()), flat)
     return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), vectors,
                                     mask=pa.array(mask, pa.bool_()))
+
+
+def model_id(checkpoint: str, sha256: str | None) -> str:
+    """The ``*_model`` value of scored rows: checkpoint and pin. negatives_filter reuses
+    ``clip_image_emb`` only when its own model id equals the row's ``clip_model``."""
+    return f"{checkpoint}@{(sha256 or 'unpinned')[:12]}"
+
+
+def load_scorer(p: ScorerParams, loader: Callable[[Path, str], Any]) -> tuple[str, Any]:
+    """Once per actor: torch threads, the device, and the verified checkpoint through
+    ``loader`` (``pipeline.models.load_open_clip`` or ``load_clap``). Returns (device, bundle)."""
+    import torch
+
+    if p.num_threads:
+        torch.set_num_threads(p.num_threads)
+    device = pick_device(p.device)
+    return device, loader(resolve_checkpoint(p.checkpoint, p.checkpoint_sha256), device)
 
 
 def pick_device(device: str) -> str:
