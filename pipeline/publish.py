@@ -104,7 +104,7 @@ def s3_client(endpoint_url: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=10,
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=10,
                     read_timeout=120, request_checksum_calculation="when_required",
                     response_checksum_validation="when_required")
     return boto3.client("s3", config=config, endpoint_url=endpoint_url)

@@ -149,24 +149,32 @@ def free_port() -> int:
 
 
 def test_requests_are_retried_with_backoff_until_the_server_answers(s3_bucket: str, tmp_path: Path) -> None:
-    """The endpoint refuses connections for about a second, then a server comes up there (moto
-    servers in one process share their buckets)."""
+    """The endpoint refuses connections until the client has been refused twice; only then does a
+    server come up there (moto servers in one process share their buckets). The server's start is
+    driven by the refusals, not by a clock, so a slow machine cannot make the test pass or fail."""
     from moto.server import ThreadedMotoServer
 
     local = build_local(tmp_path, payload=100, n=20)
     port = free_port()
     late = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    timer = threading.Timer(1.0, late.start)
-    timer.start()
+    client = s3_client(f"http://127.0.0.1:{port}")
+    refused: list[str] = []
+
+    def on_attempt(caught_exception: Exception | None = None, **_: object) -> None:
+        if caught_exception is not None and len(refused) < 2:
+            refused.append(type(caught_exception).__name__)
+            if len(refused) == 2:
+                late.start()
+
+    client.meta.events.register("needs-retry.s3", on_attempt)
     try:
-        t0 = time.monotonic()
-        settings = UploadSettings(attempts=8, backoff_s=0.2)
+        settings = UploadSettings(attempts=8, backoff_s=0.05)
         stats = publish_directory(local, f"s3://{s3_bucket}/late/ds/v1", settings=settings,
-                                  client=s3_client(f"http://127.0.0.1:{port}"))
-        assert stats.retries >= 1 and time.monotonic() - t0 >= 0.9
+                                  client=client)
     finally:
-        timer.join()
         late.stop()
+    assert refused == ["EndpointConnectionError", "EndpointConnectionError"]
+    assert stats.retries >= 2
     assert json.loads(get(s3_bucket, "late/ds/v1/manifest.json"))["dataset"] == "ds"
 
 
