@@ -2,8 +2,8 @@
 
 Inputs: object records of the sample world (one to three shapes, two to four captions, one crop
 per box), decoded once by ``decode_media`` (64 px, as the demo model wants) and repeated to
-``--rows`` rows. The model is the shipped demo CLIP (``models/demo-clip``), on CPU, with
-``--threads`` torch threads in both measurements.
+``--rows`` rows. The model is the shipped demo CLIP (``models/demo-clip``), on ``--device``
+(CPU with ``--threads`` torch threads in both measurements, or CUDA with fp16 autocast in both).
 
 - raw forward: ``encode_image`` on every image and crop of a batch plus ``encode_text`` on its
   distinct texts, in the stage's chunks, on tensors built beforehand (model time only);
@@ -14,7 +14,9 @@ per box), decoded once by ``decode_media`` (64 px, as the demo model wants) and 
 The three are repeated, interleaved, and the best of each is kept (a shared machine's load
 drifts).
 
-Prints rows/s of both and their ratio. Target: stage / raw >= 0.9 on CPU.
+Prints rows/s of both and their ratio. Target: stage / raw >= 0.9 on CPU. With ``--device cuda``
+the actor takes one GPU and ``nvidia-smi`` samples the GPU's utilisation every 100 ms while the 2N
+rows run: its mean is the GPU busy fraction (the share of time a kernel was running).
 Run: ``python -m benchmarks.bench_scoring`` (``--quick`` for a short smoke run).
 """
 
@@ -28,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -61,16 +64,19 @@ def decoded_objects(n: int, seed: int = 0) -> pa.Table:
     return run_stages(rows, [stage]).table
 
 
-def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int, forward: int = 256) -> float:
+def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int, device: str = "cpu",
+                           forward: int = 256) -> float:
     """Rows/s of the model forward alone on the batches the stage will see, in the stage's
-    chunks of ``forward`` inputs."""
+    chunks of ``forward`` inputs (on CUDA: inputs already on the GPU, fp16 autocast as the
+    stage does, synchronised before the clock stops)."""
     import torch
 
     from pipeline.models import load_open_clip
     from stages.clip_score import row_texts
+    from stages.scoring import autocast
 
     torch.set_num_threads(threads)
-    b = load_open_clip(DEMO)
+    b = load_open_clip(DEMO, device)
     mean, std = torch.tensor(b.mean).view(1, 3, 1, 1), torch.tensor(b.std).view(1, 3, 1, 1)
     prepared = []
     for start in range(0, table.num_rows, batch):
@@ -81,20 +87,44 @@ def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int, forward: i
         images = (torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255 - mean) / std
         texts = {t: None for r in rows for part in row_texts(r, "a photo of a {label}.")
                  for t in part}
-        prepared.append((images, b.tokenizer(list(texts))))
-    with torch.inference_mode():
+        prepared.append((images.to(device), b.tokenizer(list(texts)).to(device)))
+    with torch.inference_mode(), autocast(device, True):
         b.model.encode_image(prepared[0][0][:8])  # warm-up
+        b.model.encode_text(prepared[0][1][:8])
+        if device == "cuda":
+            torch.cuda.synchronize()
         started = time.perf_counter()
         for images, tokens in prepared:
             for start in range(0, len(images), forward):
                 b.model.encode_image(images[start:start + forward])
             for start in range(0, len(tokens), forward):
                 b.model.encode_text(tokens[start:start + forward])
+        if device == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - started
     return table.num_rows / seconds
 
 
-def stage_seconds(table: pa.Table, batch: int, threads: int) -> float:
+class GpuBusy:
+    """Samples ``nvidia-smi``'s utilisation.gpu every 100 ms while the block runs."""
+
+    def __enter__(self) -> GpuBusy:
+        self.proc = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
+            stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        self.samples = [float(x) for x in out.split() if x.strip().replace(".", "", 1).isdigit()]
+
+    @property
+    def fraction(self) -> float:
+        return sum(self.samples) / len(self.samples) / 100 if self.samples else float("nan")
+
+
+def stage_seconds(table: pa.Table, batch: int, threads: int, device: str = "cpu") -> float:
     """Wall seconds of one Ray Data execution over ``table`` (actor start-up included),
     consumed to the last batch with ``iter_batches``; Ray must be initialised."""
     import ray.data
@@ -102,9 +132,13 @@ def stage_seconds(table: pa.Table, batch: int, threads: int) -> float:
     from pipeline.config import StageSpec
     from pipeline.ray_runner import map_batches_kwargs
 
+    resources: dict[str, Any] = {"num_cpus": 1, "actors": (1, 1), "batch_size": batch}
+    if device == "cuda":
+        resources |= {"num_cpus": 0.5, "num_gpus": 1}
     spec = StageSpec(name="clip_score",
-                     params={"checkpoint": str(DEMO), "num_threads": threads},
-                     resources={"num_cpus": 1, "actors": (1, 1), "batch_size": batch})
+                     params={"checkpoint": str(DEMO), "num_threads": threads, "device": device,
+                             "fp16": True},
+                     resources=resources)
     kwargs = map_batches_kwargs(spec, spec.effective_resources())
     blocks = [table.slice(s, batch) for s in range(0, table.num_rows, batch)]
     ds = ray.data.from_arrow(blocks).map_batches(spec.stage_class(), **kwargs)
@@ -124,6 +158,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (best of)")
     parser.add_argument("--quick", action="store_true", help="a quarter of the rows, once")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs given to the local Ray (default 2)")
     args = parser.parse_args(argv)
     if not (DEMO / "open_clip_model.safetensors").is_file():
         raise SystemExit(f"the demo model is missing: {DEMO} (xmodal train-demo-model)")
@@ -135,13 +171,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     # Interleaved repeats, best of each: on a shared machine the load drifts by 2x within a
     # minute, and the best time is the one least disturbed by other processes.
-    raws, halves, fulls = [], [], []
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    raws, halves, fulls, busy = [], [], [], []
+    dev = args.device
+    ray.init(num_cpus=args.cpus, num_gpus=1 if dev == "cuda" else 0, include_dashboard=False,
+             log_to_driver=False)
     try:
         for repeat in range(1 if args.quick else args.repeats):
-            raws.append(raw_forward_rows_per_s(half, args.batch, args.threads))
-            halves.append(stage_seconds(half, args.batch, args.threads))
-            fulls.append(stage_seconds(full, args.batch, args.threads))
+            raws.append(raw_forward_rows_per_s(half, args.batch, args.threads, dev))
+            halves.append(stage_seconds(half, args.batch, args.threads, dev))
+            if dev == "cuda":
+                with GpuBusy() as gpu:
+                    fulls.append(stage_seconds(full, args.batch, args.threads, dev))
+                busy.append(gpu.fraction)
+            else:
+                fulls.append(stage_seconds(full, args.batch, args.threads, dev))
             print(f"repeat {repeat}: raw {raws[-1]:.1f} rows/s; stage {rows} rows in "
                   f"{halves[-1]:.1f}s, {2 * rows} rows in {fulls[-1]:.1f}s", flush=True)
     finally:
@@ -149,16 +192,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     raw = max(raws)
     # N rows and 2N rows: the difference is N rows of steady scoring, start-up cancels out
     steady, overall = rows / (min(fulls) - min(halves)), 2 * rows / min(fulls)
+    name = "clip_score" if dev == "cpu" else "clip_score_cuda"
     results = [
-        {"benchmark": "clip_score", "metric": f"raw forward rows/s (demo CLIP, CPU, batch {args.batch})",
+        {"benchmark": name,
+         "metric": f"raw forward rows/s (demo CLIP, {dev.upper()}, batch {args.batch})",
          "value": round(raw, 1), "target": ""},
-        {"benchmark": "clip_score", "metric": "stage rows/s through Ray Data (2N - N rows)",
+        {"benchmark": name, "metric": "stage rows/s through Ray Data (2N - N rows)",
          "value": round(steady, 1), "target": ""},
-        {"benchmark": "clip_score", "metric": "stage rows/s incl. actor start-up",
+        {"benchmark": name, "metric": "stage rows/s incl. actor start-up",
          "value": round(overall, 1), "target": ""},
-        {"benchmark": "clip_score", "metric": "stage / raw forward throughput",
-         "value": round(steady / raw, 3), "target": ">= 0.9"},
+        {"benchmark": name, "metric": "stage / raw forward throughput",
+         "value": round(steady / raw, 3), "target": ">= 0.9" if dev == "cpu" else ""},
     ]
+    if busy:
+        results.append({"benchmark": name, "metric": "GPU busy fraction while the stage runs",
+                        "value": round(busy[fulls.index(min(fulls))], 3), "target": ""})
     print(f"{'metric':58s} {'value':>10s}  target")
     for r in results:
         print(f"{r['metric']:58s} {r['value']:>10}  {r['target']}")
