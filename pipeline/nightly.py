@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import re
 import signal
 import sys
 import time
@@ -35,12 +34,12 @@ import pyarrow.fs as pafs
 from pipeline.config import RunConfig
 from pipeline.io import filesystem_for, read_bytes, write_bytes
 from pipeline.release import release_exists, remove_tree
+from pipeline.versions import DATED_VERSION
 
 log = logging.getLogger(__name__)
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another build of this version is running; try again later
 EXIT_TERMINATED = 143
-DATED_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FAILURE_RECORD = "failure.json"
 
 

@@ -166,6 +166,21 @@ class Publisher:
         log.warning("%s: attempt %d failed (%s); retrying in %.2fs", what, attempt, err, delay)
         time.sleep(delay)
 
+    def point_latest(self, key: str, version: str) -> None:
+        """Point the dataset's ``latest`` at ``version``, unless that moves it back to an older
+        dated version (``pipeline.versions.moves_latest``)."""
+        from pipeline.versions import moves_latest
+
+        current = None
+        if self.head(key) is not None:
+            body = self.call(f"GET {key}", "get_object", Bucket=self.bucket, Key=key)["Body"].read()
+            current = body.decode("utf-8", "replace").strip()
+        if not moves_latest(current, version):
+            self.progress(f"latest stays on {current} ({version} is older)")
+            return
+        self.put(key, (version + "\n").encode(), "text/plain")
+        self.progress(f"latest -> {version}")
+
     def head(self, key: str) -> dict[str, Any] | None:
         """The object's metadata, or None when there is no such key (or bucket)."""
         try:
@@ -331,7 +346,7 @@ def publish_directory(local_dir: str | Path, uri: str, *, overwrite: bool = Fals
         body = pub.call(f"GET {manifest_key}", "get_object", Bucket=bucket, Key=manifest_key)["Body"].read()
         if body == manifest:
             pub.progress(f"{uri} is already published with this manifest")
-            pub.put(latest_key, (version + "\n").encode(), "text/plain")
+            pub.point_latest(latest_key, version)
             pub.stats.seconds = time.perf_counter() - t0
             return pub.stats
         if not overwrite:
@@ -348,8 +363,7 @@ def publish_directory(local_dir: str | Path, uri: str, *, overwrite: bool = Fals
         pub.progress(f"deleted {len(stale)} stale key(s) of an earlier build")
     pub.put(manifest_key, manifest, "application/json")
     pub.progress(f"manifest {manifest_key}")
-    pub.put(latest_key, (version + "\n").encode(), "text/plain")
-    pub.progress(f"latest -> {version}")
+    pub.point_latest(latest_key, version)
     leftovers = pub.call("list uploads", "list_multipart_uploads", Bucket=bucket, Prefix=prefix + "/")
     for u in leftovers.get("Uploads", []):  # orphans of earlier attempts cost storage
         pub.call(f"abort {u['Key']}", "abort_multipart_upload", Bucket=bucket, Key=u["Key"],

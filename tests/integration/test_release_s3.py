@@ -178,6 +178,19 @@ def test_requests_are_retried_with_backoff_until_the_server_answers(s3_bucket: s
     assert json.loads(get(s3_bucket, "late/ds/v1/manifest.json"))["dataset"] == "ds"
 
 
+def test_a_backfill_does_not_move_latest_back(s3_bucket: str, tmp_path: Path) -> None:
+    local = build_local(tmp_path, payload=100, n=5)
+    base = f"{uuid.uuid4().hex[:8]}/ds"
+    lines: list[str] = []
+    publish_directory(local, f"s3://{s3_bucket}/{base}/2026-11-19")
+    publish_directory(local, f"s3://{s3_bucket}/{base}/2026-11-16", progress=lines.append)
+    assert get(s3_bucket, f"{base}/2026-11-16/manifest.json") == (local / "manifest.json").read_bytes()
+    assert get(s3_bucket, f"{base}/latest") == b"2026-11-19\n"
+    assert "latest stays on 2026-11-19 (2026-11-16 is older)" in lines
+    publish_directory(local, f"s3://{s3_bucket}/{base}/2026-11-20")
+    assert get(s3_bucket, f"{base}/latest") == b"2026-11-20\n"
+
+
 def test_retries_give_up_with_a_clear_error(tmp_path: Path) -> None:
     local = build_local(tmp_path, payload=100, n=5)
     settings = UploadSettings(attempts=2, backoff_s=0.01)

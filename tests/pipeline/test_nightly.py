@@ -172,11 +172,27 @@ def test_s3_lease_excludes_renews_and_is_taken_over_when_stale(s3_bucket: str) -
         assert body["pid"] == os.getpid()
 
 
+def test_a_backfill_leaves_latest_on_the_newest_dated_version(tmp_path: Path) -> None:
+    root = str(tmp_path / "rel")
+    latest = tmp_path / "rel" / "world" / "latest"
+    publish_tiny(root, "2026-11-19")
+    publish_tiny(root, "2026-11-16")  # a backfill: published, but not the newest
+    assert (tmp_path / "rel" / "world" / "2026-11-16" / "manifest.json").is_file()
+    assert latest.read_text() == "2026-11-19\n"
+    publish_tiny(root, "2026-11-20")
+    assert latest.read_text() == "2026-11-20\n"
+    publish_tiny(root, "demo")  # an undated version is always published as latest
+    assert latest.read_text() == "demo\n"
+    publish_tiny(root, "2026-11-18")  # and a dated one after it moves latest again
+    assert latest.read_text() == "2026-11-18\n"
+
+
 def test_retention_keeps_the_newest_dated_versions(tmp_path: Path) -> None:
     root = str(tmp_path / "rel")
     for version in ("2026-11-17", "demo", "2026-11-18", "2026-11-19", "2026-11-16"):
         publish_tiny(root, version)
-    # ``latest`` names 2026-11-16 (written last): it survives although it is the oldest.
+    # An operator rolled ``latest`` back to 2026-11-16: it survives although it is the oldest.
+    (tmp_path / "rel" / "world" / "latest").write_text("2026-11-16\n")
     removed = apply_retention(root, "world", keep=2, protect=set())
     assert removed == ["2026-11-17"]
     left = sorted(p.name for p in (tmp_path / "rel" / "world").iterdir() if p.is_dir())
