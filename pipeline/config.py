@@ -140,6 +140,11 @@ class GatesConfig(_Model):
         return rates
 
 
+# ReleaseConfig fields that change where and how a release is delivered, never its bytes.
+_DELIVERY_FIELDS = {"output", "overwrite", "build_dir", "multipart_threshold_bytes",
+                    "multipart_part_bytes", "upload_attempts", "upload_backoff_s"}
+
+
 class RunConfig(_Model):
     dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
     version: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -162,7 +167,11 @@ class RunConfig(_Model):
         return version
 
     def config_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The sha256 of what decides a release's content: where it ran (``ray``) and how it is
+        delivered (output root, overwrite, build directory, upload settings) are left out, so the
+        same build on another cluster or bucket has the same hash."""
+        data = self.model_dump(mode="json", exclude={"ray": True, "release": _DELIVERY_FIELDS})
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

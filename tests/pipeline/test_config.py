@@ -45,6 +45,15 @@ def test_errors_name_the_key_path_and_allowed_values(patch: dict[str, object], m
 def test_config_hash_changes_with_the_config() -> None:
     a, b = parse_config(BASE), parse_config({**BASE, "version": "v2"})
     assert a.config_hash() == parse_config(dict(BASE)).config_hash() != b.config_hash()
+    assert a.config_hash() != parse_config({**BASE, "release": {"shard_target_bytes": 10**6}}).config_hash()
+    assert a.config_hash() != parse_config({**BASE, "stages": ["placeholder_lint"]}).config_hash()
+
+
+def test_config_hash_ignores_where_a_build_runs_and_is_delivered() -> None:
+    moved = parse_config({**BASE, "ray": {"address": "ray://head:10001", "num_cpus": 64},
+                          "release": {"output": "s3://bucket/releases", "overwrite": True,
+                                      "build_dir": "/scratch", "upload_attempts": 9}})
+    assert moved.config_hash() == parse_config(BASE).config_hash()
 
 
 def test_load_config_errors(tmp_path: Path) -> None:
