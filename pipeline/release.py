@@ -143,8 +143,7 @@ def reject_pieces(rejected: pa.Table, shard_target_bytes: int) -> Iterator[tuple
 
 def reject_shard_map(table: pa.Table, shard_target_bytes: int) -> dict[str, str]:
     """Rejected row id -> the reject file it will be written to (for the report's links)."""
-    rejected = _release_order(table)
-    rejected = rejected.filter(pc.not_equal(rejected["status"], STATUS_OK))
+    rejected = _release_order(table.filter(pc.not_equal(table["status"], STATUS_OK)))
     return {row_id: path for path, piece in reject_pieces(rejected, shard_target_bytes)
             for row_id in piece["id"].to_pylist()}
 
@@ -304,9 +303,10 @@ def write_release(
                                  gates=gates, stage_timings=stage_timings, upload=upload,
                                  build_dir=build_dir)
     counts = reconcile(table, sum(i.records for i in inputs))
-    table = _release_order(table)
-    kept = table.filter(pc.equal(table["status"], STATUS_OK))
-    rejected = table.filter(pc.not_equal(table["status"], STATUS_OK))
+    # Split, then sort each part: one copy of the rows at a time besides the caller's table
+    # (sorting first would hold the sorted table and both parts at once).
+    kept = _release_order(table.filter(pc.equal(table["status"], STATUS_OK)))
+    rejected = _release_order(table.filter(pc.not_equal(table["status"], STATUS_OK)))
     problems = lint_kept(kept, vocab)
     if problems:
         raise ReleaseError(f"placeholder lint failed on {len(problems)} kept row(s), first: {problems[0]}")

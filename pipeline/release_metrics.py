@@ -7,7 +7,7 @@ reason (e.g. recall without embedding columns), so the report can say why it is 
   beyond ``recall_max_images``), and per pool of ``batch_images`` images;
 - ``similarity``: the image-text similarity of kept vs rejected rows;
 - ``continuity``: the distribution of ``continuity_tau`` (segment alignment);
-- ``hallucination``: CHAIR-i / CHAIR-s (``stages.object_hallucination.chair_metrics``);
+- ``hallucination``: CHAIR-i / CHAIR-s (``stages.object_hallucination.chair_totals``);
 - ``entailment``: caption-pair conflicts (``pipeline.entailment``);
 - ``negatives``: difficulty distribution and false-negative rate of negative pairs;
 - ``rejects``: reject rates by code over the input records; ``throughput``: per stage.
@@ -264,9 +264,9 @@ def _continuity(kept: pa.Table, out: ReleaseMetrics) -> None:
 
 
 def _hallucination(table: pa.Table, out: ReleaseMetrics) -> None:
-    from stages.object_hallucination import chair_metrics
+    from stages.object_hallucination import chair_totals
 
-    kept, everything = chair_metrics(table, only_ok=True), chair_metrics(table, only_ok=False)
+    kept, everything = chair_totals(table)
     if kept.captions == 0:
         out.skipped["hallucination"] = "no kept object row with boxes and captions"
         return

@@ -12,7 +12,7 @@ Caption nouns map to canonical object names through ``stages.object_lexicon`` (s
 plurals, two-word names); box labels map the same way ("small red circle" -> circle). A mention
 is hallucinated when no box has its canonical object or, with ``match_colours``, when no box of
 that object has every colour the mention states ("a blue circle" beside a red one). Negated
-mentions ("no dog") are not counted. :func:`chair_metrics` gives the batch-level CHAIR-i and
+mentions ("no dog") are not counted. :func:`chair_totals` gives the batch-level CHAIR-i and
 CHAIR-s for the metrics step (totals, not averages of per-sample ratios).
 """
 
@@ -99,18 +99,28 @@ def sample_chair(content: str | None, captions: Iterable[str | None] | None,
     return counts
 
 
-def chair_metrics(rows: pa.Table, match_colours: bool = True, only_ok: bool = True) -> ChairCounts:
-    """Batch-level CHAIR over the object rows of ``rows`` (ok rows only unless ``only_ok`` is
-    False): ``.chair_i`` and ``.chair_s`` are ratios of totals."""
-    total = ChairCounts()
+def chair_totals(rows: pa.Table, match_colours: bool = True) -> tuple[ChairCounts, ChairCounts]:
+    """Batch-level CHAIR over the object rows of ``rows``, in one pass: (ok rows, all rows).
+    ``.chair_i`` and ``.chair_s`` are ratios of totals."""
+    kept, everything = ChairCounts(), ChairCounts()
     names = ["kind", "status", "content", "captions", "boxes"]
     for row in rows.select(names).to_pylist():
-        if row["kind"] != "object" or (only_ok and row["status"] != STATUS_OK):
+        if row["kind"] != "object":
             continue
         labels = [(b or {}).get("label") or "" for b in row["boxes"] or []]
         if labels:
-            total.add(sample_chair(row["content"], row["captions"], labels, match_colours))
-    return total
+            counts = sample_chair(row["content"], row["captions"], labels, match_colours)
+            everything.add(counts)
+            if row["status"] == STATUS_OK:
+                kept.add(counts)
+    return kept, everything
+
+
+def chair_metrics(rows: pa.Table, match_colours: bool = True, only_ok: bool = True) -> ChairCounts:
+    """Batch-level CHAIR over the object rows of ``rows`` (ok rows only unless ``only_ok`` is
+    False)."""
+    kept, everything = chair_totals(rows, match_colours)
+    return kept if only_ok else everything
 
 
 class ObjectHallucinationParams(StageParams):
