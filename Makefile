@@ -37,14 +37,17 @@ demo: install
 	$(BIN)/xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0
 	$(BIN)/xmodal run configs/demo.yaml
 
-test: install browser
+# Lint (ruff and mypy) first, so CI's `make test` fails on a type error as on a test failure.
+test: install browser lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install
 	$(BIN)/python -m benchmarks
 
+# mypy's files and settings are in pyproject.toml ([tool.mypy]).
 lint: install
 	$(BIN)/ruff check pipeline stages schemas tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf out .pytest_cache

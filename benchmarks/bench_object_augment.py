@@ -73,11 +73,19 @@ def make_images(root: Path, count: int, width: int, height: int) -> list[dict]:
     return records
 
 
+def _rgb(bgr: np.ndarray | None, what: str) -> np.ndarray:
+    """cv2.imread/imdecode's image as RGB; they return None for an unreadable image."""
+    if bgr is None:
+        raise ValueError(f"cannot decode image {what}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def albumentations_loop(records: list[dict], root: Path, out: Path, decode: bool) -> float:
     """The same pixel work in a plain loop; returns seconds. ``decode=False``: transform only."""
-    p = ObjectAugmentParams(media_out=str(out))
+    # model_validate: mypy reads Field(<default>, ...) (no default= keyword) as a required field.
+    p = ObjectAugmentParams.model_validate({"media_out": str(out)})
     compose = build_compose(p.transforms, True, p.min_visibility, p.min_area, p.clip)
-    arrays = [cv2.cvtColor(cv2.imread(str(root / r["media"][0]["uri"])), cv2.COLOR_BGR2RGB)
+    arrays = [_rgb(cv2.imread(str(root / r["media"][0]["uri"])), r["media"][0]["uri"])
               for r in ([] if decode else records)]
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -85,8 +93,7 @@ def albumentations_loop(records: list[dict], root: Path, out: Path, decode: bool
         boxes = np.array([b["bbox"] for b in r["boxes"]], np.float64)
         if decode:
             data = (root / r["media"][0]["uri"]).read_bytes()
-            rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
-                               cv2.COLOR_BGR2RGB)
+            rgb = _rgb(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), r["media"][0]["uri"])
         else:
             rgb = arrays[i]
         compose.set_random_seed(derive_seed(p.seed, r["id"], 0, 0))

@@ -35,7 +35,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -54,7 +54,7 @@ def decoded_objects(n: int, seed: int = 0) -> pa.Table:
     from stages.decode_media import DecodeMedia
 
     out = Path(tempfile.mkdtemp(prefix="xmodal-bench-"))
-    common = {"source": "bench", "license": "CC0-1.0"}
+    common: dict[str, object] = {"source": "bench", "license": "CC0-1.0"}
     with open(out / "manifest.jsonl", "w") as manifest:
         for i in range(n):
             scene = plan_object_scene(f"obj-{i:05d}", np.random.default_rng([seed, i]))
@@ -129,7 +129,7 @@ def stage_seconds(table: pa.Table, batch: int, threads: int, device: str = "cpu"
     consumed to the last batch with ``iter_batches``; Ray must be initialised."""
     import ray.data
 
-    from pipeline.config import StageSpec
+    from pipeline.config import ResourceOverride, StageSpec
     from pipeline.ray_runner import map_batches_kwargs
 
     resources: dict[str, Any] = {"num_cpus": 1, "actors": (1, 1), "batch_size": batch}
@@ -138,13 +138,13 @@ def stage_seconds(table: pa.Table, batch: int, threads: int, device: str = "cpu"
     spec = StageSpec(name="clip_score",
                      params={"checkpoint": str(DEMO), "num_threads": threads, "device": device,
                              "fp16": True},
-                     resources=resources)
+                     resources=ResourceOverride(**resources))
     kwargs = map_batches_kwargs(spec, spec.effective_resources())
     blocks = [table.slice(s, batch) for s in range(0, table.num_rows, batch)]
     ds = ray.data.from_arrow(blocks).map_batches(spec.stage_class(), **kwargs)
     started, rows = time.perf_counter(), 0
     for out in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        rows += out.num_rows
+        rows += cast(pa.Table, out).num_rows  # Ray types a batch as any batch format
     if rows != table.num_rows:
         raise RuntimeError(f"stage returned {rows} rows for {table.num_rows}")
     return time.perf_counter() - started

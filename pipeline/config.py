@@ -21,6 +21,19 @@ from stages.registry import STAGE_CLASSES, get_stage_class
 # Names beside the versions in ``<root>/<dataset>/``: the pointer and failed-gate reports.
 RESERVED_VERSION_NAMES = frozenset({"latest", "_failed"})
 
+RetrievalKind = Literal["object", "segment", "document", "text"]
+PlaceholderModality = Literal["image", "audio", "video"]
+
+
+# Typed default factories: mypy infers ``lambda: ["object"]`` as returning list[str], which is
+# not the field's list[RetrievalKind].
+def _default_retrieval_kinds() -> list[RetrievalKind]:
+    return ["object"]
+
+
+def _default_placeholder_vocab() -> dict[PlaceholderModality, int]:
+    return {"image": 8192, "audio": 8192, "video": 8192}
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key path."""
@@ -31,10 +44,10 @@ class _Model(BaseModel):
 
 
 class ResourceOverride(_Model):
-    num_cpus: float | None = Field(None, gt=0)
-    num_gpus: float | None = Field(None, ge=0)
-    memory: int | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, gt=0)
+    num_cpus: float | None = Field(default=None, gt=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
     actors: tuple[int, int] | None = None
 
 
@@ -63,14 +76,14 @@ class StageSpec(_Model):
 
 
 class RayConfig(_Model):
-    address: str | None = Field(None, description="None = start a local Ray; 'auto' or ray://host:port")
-    num_cpus: int | None = Field(None, gt=0, description="CPUs of the local Ray (default: all)")
+    address: str | None = Field(default=None, description="None = start a local Ray; 'auto' or ray://host:port")
+    num_cpus: int | None = Field(default=None, gt=0, description="CPUs of the local Ray (default: all)")
     temp_dir: str | None = None
 
 
 class ReleaseConfig(_Model):
-    output: str = Field("out/releases", description="root directory or s3://bucket/prefix")
-    shard_target_bytes: int = Field(100_000_000, gt=0)
+    output: str = Field(default="out/releases", description="root directory or s3://bucket/prefix")
+    shard_target_bytes: int = Field(default=100_000_000, gt=0)
     jsonl: bool = True
     overwrite: bool = False
     # S3 only: the release is built in a local directory first, then uploaded.
@@ -91,8 +104,8 @@ class MetricsConfig(_Model):
     recall_max_images: int = Field(default=5000, ge=2, description="release-level recall over at "
                                    "most this many images (a fixed sample by id hash beyond it)")
     batch_images: int = Field(default=1000, ge=2, description="per-batch recall pool size")
-    retrieval_kinds: list[Literal["object", "segment", "document", "text"]] = Field(
-        default_factory=lambda: ["object"], min_length=1,
+    retrieval_kinds: list[RetrievalKind] = Field(
+        default_factory=_default_retrieval_kinds, min_length=1,
         description="kinds whose rows are image-caption pairs for recall (one image a row)")
     image_embedding_column: str | None = None
     text_embedding_columns: list[str] | None = Field(
@@ -154,10 +167,8 @@ class RunConfig(_Model):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
-    max_record_bytes: int = Field(4 * 1024 * 1024, gt=0)
-    placeholder_vocab: dict[Literal["image", "audio", "video"], int] = Field(
-        default_factory=lambda: {"image": 8192, "audio": 8192, "video": 8192}
-    )
+    max_record_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    placeholder_vocab: dict[PlaceholderModality, int] = Field(default_factory=_default_placeholder_vocab)
 
     @field_validator("version")
     @classmethod

@@ -287,6 +287,9 @@ def load_clap(path: Path, device: str = "cpu") -> ClapBundle:
 
     if not (path / "config.json").is_file():
         raise CheckpointError(f"checkpoint {path}: config.json is missing")
-    model = ClapModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+    model = ClapModel.from_pretrained(str(path), local_files_only=True)
+    # PreTrainedModel.to is decorated with functools.wraps(nn.Module.to); typeshed's _Wrapped has no
+    # __get__, so mypy does not bind self and reads ``device`` as the self argument.
+    model = model.to(device).eval()  # type: ignore[arg-type]
     processor = ClapProcessor.from_pretrained(str(path), local_files_only=True)
     return ClapBundle(model=model, processor=processor)

@@ -102,7 +102,9 @@ def release_table(cfg: RunConfig, table: pa.Table, fingerprints: list[InputFinge
         inputs=fingerprints,
         config_hash=cfg.config_hash(),
         code_version=code_version(),
-        vocab=cfg.placeholder_vocab,
+        # A dict with str keys: Mapping[str, int] is invariant in the key, so the config's
+        # dict[Literal[...], int] is not one.
+        vocab={m: n for m, n in cfg.placeholder_vocab.items()},
         shard_target_bytes=rel.shard_target_bytes,
         jsonl=rel.jsonl,
         overwrite=rel.overwrite,

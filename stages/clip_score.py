@@ -187,7 +187,7 @@ class ClipScore(Stage):
                 continue
             txt, labels = row_texts(row, p.box_text)
             crops = row["decoded_crops"] or []
-            entry = {"img": list(range(len(images), len(images) + len(row["decoded_images"])))}
+            entry: dict[str, Any] = {"img": list(range(len(images), len(images) + len(row["decoded_images"])))}
             images += row["decoded_images"]
             entry["crop"] = [len(images) + i if c else -1 for i, c in enumerate(crops)]
             images += [c for c in crops if c]
@@ -204,18 +204,21 @@ class ClipScore(Stage):
             pix = np.concatenate([self._pixels(images[i:i + 1], specs[i]) for i in range(len(images))]) \
                 if len(set(specs)) > 1 else self._pixels(images, specs[0])
             img_u, img_ok = self.encode_images(pix)
-            txt_u, txt_ok = self.encode_texts(list(texts)) if texts else (None, np.ones(0, bool))
             img_u = img_u.cpu().numpy()
-            txt_u = None if txt_u is None else txt_u.cpu().numpy()
-            for i, (row, entry) in enumerate(zip(data, plan, strict=True)):
-                if entry is not None:
-                    results[i], verdicts[i] = self._score_row(row, entry, img_u, img_ok,
+            if texts:
+                txt_t, txt_ok = self.encode_texts(list(texts))
+                txt_u = txt_t.cpu().numpy()
+            else:  # no row has a text, so no row indexes txt_u
+                txt_u, txt_ok = np.zeros((0, img_u.shape[1]), img_u.dtype), np.ones(0, bool)
+            for i, (row, planned) in enumerate(zip(data, plan, strict=True)):
+                if planned is not None:
+                    results[i], verdicts[i] = self._score_row(row, planned, img_u, img_ok,
                                                               txt_u, txt_ok, p)
         verdicts = self._quantile_verdicts(data, results, verdicts, p)
         return self._write(rows, data, results, verdicts)
 
     def _score_row(self, row: dict[str, Any], e: dict[str, Any], img_u: np.ndarray,
-                   img_ok: np.ndarray, txt_u: np.ndarray | None, txt_ok: np.ndarray,
+                   img_ok: np.ndarray, txt_u: np.ndarray, txt_ok: np.ndarray,
                    p: ClipScoreParams) -> tuple[dict[str, Any], Verdict | None]:
         crops = [c for c in e["crop"] if c >= 0]
         if not (img_ok[e["img"]].all() and img_ok[crops].all()
@@ -227,11 +230,11 @@ class ClipScore(Stage):
         kind, verdict = row["kind"], None
         if kind == "object":
             caps = sim[0]
-            box = [float(img_u[c] @ txt_u[t]) if c >= 0 else None  # type: ignore[index]
+            box = [float(img_u[c] @ txt_u[t]) if c >= 0 else None
                    for c, t in zip(e["crop"], e["lab"], strict=False)]
             r.update(clip_caption_scores=caps.tolist(), clip_box_scores=box or None,
                      clip_crop_emb=img_u[crops] if crops else None,
-                     clip_label_emb=txt_u[e["lab"]] if e["lab"] else None)  # type: ignore[index]
+                     clip_label_emb=txt_u[e["lab"]] if e["lab"] else None)
             r["clip_score"] = float(caps.min()) if caps.size else None
             low = [(s, f"caption {j}") for j, s in enumerate(caps) if p.min_caption_score is not None
                    and s < p.min_caption_score]
@@ -268,7 +271,7 @@ class ClipScore(Stage):
 
     @staticmethod
     def _counterfactual_gaps(image: np.ndarray, caps: np.ndarray, alts: list[list[tuple[int, str]]],
-                             txt_u: Any, margin: float) -> tuple[list[float | None], str | None]:
+                             txt_u: np.ndarray, margin: float) -> tuple[list[float | None], str | None]:
         """Per caption, best counterfactual score minus the caption's (None: no alternative);
         and the message for the caption beaten by the most, if one is beaten by > ``margin``."""
         gaps: list[float | None] = []

@@ -267,7 +267,7 @@ def swap_adjectives(text: str, rng: np.random.Generator) -> TextNegative | None:
     return TextNegative(_swap(text, (s1, e1, w2), (s2, e2, w1)), "swap_adjectives", f"adjectives: {w1} <-> {w2}")
 
 
-STRATEGIES: dict[str, Callable[[str, np.random.Generator], TextNegative | None]] = {
+STRATEGIES: dict[Strategy, Callable[[str, np.random.Generator], TextNegative | None]] = {
     "replace_colour": replace_colour, "replace_size": replace_size, "replace_count": replace_count,
     "replace_object": replace_object, "replace_spatial": replace_spatial, "swap_nouns": swap_nouns,
     "swap_adjectives": swap_adjectives,
@@ -308,7 +308,7 @@ def seeded_rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
-def text_negatives(captions: list[str], strategies: tuple[str, ...], max_per_caption: int, seed: int,
+def text_negatives(captions: list[str], strategies: tuple[Strategy, ...], max_per_caption: int, seed: int,
                    row_id: str) -> list[tuple[str, TextNegative]]:
     """(positive caption, negative) pairs for one sample; never a positive nor a repeat."""
     positives = [clean_caption(c) for c in captions]

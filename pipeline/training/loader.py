@@ -207,6 +207,7 @@ class ReleaseDataset(IterableDataset):  # type: ignore[type-arg]
 
     def _samples(self, pieces: Sequence[tuple[int, int, int]]) -> Iterator[Sample]:
         """Rows of the pieces whose placeholders pass, as samples without pixels, ``where`` applied."""
+        assert self.vocab is not None  # resolved in __post_init__
         linter = PlaceholderLinter(self.vocab)
         for shard_index, start, stop in pieces:
             shard = self.shards[shard_index]

@@ -11,8 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
