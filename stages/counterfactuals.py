@@ -9,7 +9,7 @@ match the image better (by more than a margin)? If so, the caption is probably w
 attribute, and the alternative that won says how.
 
 The alternatives are enumerated, not sampled, with the words and grammar of the text negatives
-(``stages.negatives_text``): each size word to its opposite, each colour word to every other
+(``stages.caption_edits``): each size word to its opposite, each colour word to every other
 colour family of ``colours``, each object of a known group to every other object of its group
 (no hypernyms: a square is a rectangle), each spatial word to its opposite. Articles follow
 (a/an). An alternative whose canonical words equal any caption of the row is dropped (a synonym
@@ -22,18 +22,18 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
-from stages.negatives_text import (
+from stages.caption_edits import (
     BASIC_COLOURS,
     COLOUR_FAMILY,
     HYPERNYMS,
     OBJECT_SYNONYMS,
     SIZE_OPPOSITE,
     SPATIAL_SWAP,
-    _object_group,
-    _spatial_words,
-    _substitute,
-    _words,
     canonical_words,
+    find_words,
+    object_group,
+    spatial_words,
+    substitute,
 )
 from stages.object_lexicon import find_object_mentions, plural
 
@@ -47,32 +47,32 @@ class Counterfactual(NamedTuple):
 
 
 def _colour(text: str, colours: Sequence[str]) -> Iterable[Counterfactual]:
-    for start, end, old in _words(text, COLOUR_FAMILY):
+    for start, end, old in find_words(text, COLOUR_FAMILY):
         for new in colours:
             if COLOUR_FAMILY.get(new, new) != COLOUR_FAMILY[old]:
-                yield Counterfactual(_substitute(text, start, end, new), f"colour: {old} -> {new}")
+                yield Counterfactual(substitute(text, start, end, new), f"colour: {old} -> {new}")
 
 
 def _size(text: str) -> Iterable[Counterfactual]:
-    for start, end, old in _words(text, SIZE_OPPOSITE):
+    for start, end, old in find_words(text, SIZE_OPPOSITE):
         new = SIZE_OPPOSITE[old]
-        yield Counterfactual(_substitute(text, start, end, new), f"size: {old} -> {new}")
+        yield Counterfactual(substitute(text, start, end, new), f"size: {old} -> {new}")
 
 
 def _object(text: str) -> Iterable[Counterfactual]:
     for m in find_object_mentions(text):
         surface = re.sub(r"\s+", " ", text[m.start:m.end]).lower()
-        for new in sorted(_object_group(m.canonical) & frozenset(OBJECT_SYNONYMS)):
+        for new in sorted(object_group(m.canonical) & frozenset(OBJECT_SYNONYMS)):
             if new == m.canonical or frozenset({new, m.canonical}) in HYPERNYMS:
                 continue
             word = plural(new) if m.plural else new
-            yield Counterfactual(_substitute(text, m.start, m.end, word), f"object: {surface} -> {word}")
+            yield Counterfactual(substitute(text, m.start, m.end, word), f"object: {surface} -> {word}")
 
 
 def _spatial(text: str) -> Iterable[Counterfactual]:
-    for start, end, old in _spatial_words(text):
+    for start, end, old in spatial_words(text):
         new = SPATIAL_SWAP[old]
-        yield Counterfactual(_substitute(text, start, end, new), f"spatial: {old} -> {new}")
+        yield Counterfactual(substitute(text, start, end, new), f"spatial: {old} -> {new}")
 
 
 def counterfactuals(text: str, kinds: Sequence[str], positives: Sequence[str] = (),

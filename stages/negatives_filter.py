@@ -40,6 +40,7 @@ from pipeline.models import SHA256_PATTERN, resolve_checkpoint
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK, STATUS_REJECTED
 from stages.base import Resources, Stage, StageParams
+from stages.caption_edits import canonical_words, positive_captions
 from stages.negatives_mining import (
     DUPLICATE,
     FALSE_NEGATIVE_VERDICTS,
@@ -55,7 +56,6 @@ from stages.negatives_mining import (
     normalize_rows,
     sample_groups,
 )
-from stages.negatives_text import canonical_words, positive_captions
 from stages.scoring import model_id
 
 __all__ = ["ClipEmbedder", "NegativesFilter", "caption_bank", "false_negative_rate"]

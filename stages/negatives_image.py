@@ -32,8 +32,8 @@ from pydantic import Field
 from pipeline.io import read_bytes, resolve_media_uri, write_bytes
 from schemas.records import STATUS_OK
 from stages.base import Resources, Stage, StageParams
+from stages.caption_edits import COLOUR_FAMILY, positive_captions, seeded_rng
 from stages.negatives_mining import NEGATIVE_FIELDS
-from stages.negatives_text import COLOUR_FAMILY, positive_captions, seeded_rng
 from stages.object_boxes import row_boxes_xyxy
 from stages.object_lexicon import find_object_mentions, label_profile
 

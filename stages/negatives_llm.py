@@ -32,8 +32,8 @@ from pydantic import Field
 
 from schemas.records import STATUS_OK
 from stages.base import Resources, Stage, StageParams
+from stages.caption_edits import clean_caption, positive_captions
 from stages.negatives_mining import NEGATIVE_FIELDS
-from stages.negatives_text import clean_caption, positive_captions
 
 log = logging.getLogger(__name__)
 NEGATIVE_TYPE = "llm"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from stages.caption_edits import canonical_words
 from stages.counterfactuals import counterfactuals
-from stages.negatives_text import canonical_words
 
 CAPTION = "Three shapes: a large red circle, a small orange square and a large blue triangle."
 COLOURS = ("red", "green", "blue", "yellow", "orange", "purple")

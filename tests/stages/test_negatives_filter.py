@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from schemas.reason_codes import ReasonCode
 from stages.base import conform
+from stages.caption_edits import positive_captions
 from stages.negatives_filter import ClipEmbedder, NegativesFilter
 from stages.negatives_image import NegativesImage
 from stages.negatives_mining import (
@@ -23,7 +24,6 @@ from stages.negatives_mining import (
     false_negative_rate,
     false_negative_verdicts,
 )
-from stages.negatives_text import positive_captions
 from stages.registry import get_stage_class
 from tests.stages.negative_rows import by_id, shapes_record, shapes_table, write_tiny_clip
 

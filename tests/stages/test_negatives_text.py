@@ -11,14 +11,13 @@ import pytest
 
 from pipeline.ingest import read_manifest
 from pipeline.sample_world import generate_world
-from stages.negatives_text import (
+from stages.caption_edits import (
     AGREEMENT,
     COLOUR_FAMILY,
     NUMBERS,
     SIZE_FAMILY,
     SPATIAL_SWAP,
     STRATEGIES,
-    NegativesText,
     canonical_words,
     clean_caption,
     positive_captions,
@@ -31,6 +30,7 @@ from stages.negatives_text import (
     swap_adjectives,
     swap_nouns,
 )
+from stages.negatives_text import NegativesText
 from stages.object_lexicon import ATTRIBUTES, COLOURS, find_object_mentions, plural, surface_forms
 from stages.registry import get_stage_class
 from tests.stages.object_rows import object_record, object_table
