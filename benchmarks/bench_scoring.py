@@ -77,14 +77,13 @@ def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int, device: st
 
     torch.set_num_threads(threads)
     b = load_open_clip(DEMO, device)
-    mean, std = torch.tensor(b.mean).view(1, 3, 1, 1), torch.tensor(b.std).view(1, 3, 1, 1)
     prepared = []
     for start in range(0, table.num_rows, batch):
         rows = table.slice(start, batch).to_pylist()
         blobs = [x for r in rows for x in (r["decoded_images"] or []) + (r["decoded_crops"] or [])
                  if x]
         pix = np.stack([np.frombuffer(x, np.uint8).reshape(64, 64, 3) for x in blobs])
-        images = (torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        images = b.model_input(torch.from_numpy(pix))
         texts = {t: None for r in rows for part in row_texts(r, "a photo of a {label}.")
                  for t in part}
         prepared.append((images.to(device), b.tokenizer(list(texts)).to(device)))

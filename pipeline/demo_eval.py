@@ -75,8 +75,7 @@ def score_pairs(bundle: Any, images: np.ndarray, texts: list[str]) -> np.ndarray
     """Cosine of each (image, text) pair, with the model the stage's loader gave."""
     import torch
 
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    x = (x - torch.tensor(bundle.mean).view(1, 3, 1, 1)) / torch.tensor(bundle.std).view(1, 3, 1, 1)
+    x = bundle.model_input(torch.from_numpy(images))
     with torch.inference_mode():
         img = torch.nn.functional.normalize(bundle.model.encode_image(x), dim=-1)
         txt = torch.nn.functional.normalize(bundle.model.encode_text(bundle.tokenizer(texts)), dim=-1)

@@ -218,6 +218,17 @@ class OpenClipBundle:
     interpolation: str
     fill_color: int
 
+    def model_input(self, pixels: Any) -> Any:
+        """uint8 ``(N, H, W, 3)`` pixels (a torch tensor, already through ``decode_media``'s
+        geometric transform) -> the model's normalised float ``(N, 3, H, W)`` input, on the
+        pixels' device. The one place the scorers, the similarity and the demo evaluation
+        turn pixels into model input, so their scores agree."""
+        import torch
+
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
 
 def open_clip_config(path: Path) -> dict[str, Any]:
     config_path = path / "open_clip_config.json"

@@ -117,16 +117,12 @@ class ClipScore(Stage):
     error_code: ClassVar[ReasonCode] = ReasonCode.FUSION
 
     def setup(self) -> None:
-        import torch
-
         from pipeline.models import load_open_clip
 
         p: ClipScoreParams = self.params  # type: ignore[assignment]
         self.device, self.bundle = load_scorer(p, load_open_clip)
         b = self.bundle
         self.spec = image_spec(b.image_size, b.resize_mode, b.interpolation, b.fill_color)
-        self.mean = torch.tensor(b.mean).view(1, 3, 1, 1).to(self.device)
-        self.std = torch.tensor(b.std).view(1, 3, 1, 1).to(self.device)
         self.model_id = model_id(p.checkpoint, p.checkpoint_sha256)
         self._warned = False
 
@@ -154,8 +150,7 @@ class ClipScore(Stage):
         p: ClipScoreParams = self.params  # type: ignore[assignment]
         feats = []
         for start in range(0, len(array), p.forward_batch):
-            x = torch.from_numpy(array[start:start + p.forward_batch]).to(self.device)
-            x = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+            x = self.bundle.model_input(torch.from_numpy(array[start:start + p.forward_batch]).to(self.device))
             with torch.inference_mode(), autocast(self.device, p.fp16):
                 feats.append(self.bundle.model.encode_image(x).float())
         return unit_features(torch.cat(feats), p.max_feature_norm)

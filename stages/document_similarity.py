@@ -121,8 +121,6 @@ class ClipSimilarity:
     uses: ``decode_media``'s geometric transform, the model's mean/std, norm-clipped features."""
 
     def __init__(self, checkpoint: str, sha256: str | None = None, device: str = "auto") -> None:
-        import torch
-
         from pipeline.models import load_open_clip, resolve_checkpoint
         from stages.decode_media import geometric_transform
         from stages.scoring import pick_device
@@ -131,8 +129,6 @@ class ClipSimilarity:
         self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), self.device)
         b = self.bundle
         self.transform = geometric_transform(b.image_size, b.resize_mode, b.interpolation, b.fill_color)
-        self.mean = torch.tensor(b.mean).view(1, 3, 1, 1).to(self.device)
-        self.std = torch.tensor(b.std).view(1, 3, 1, 1).to(self.device)
 
     def __call__(self, images: list[np.ndarray], sentences: list[str]) -> np.ndarray:
         import torch
@@ -144,8 +140,7 @@ class ClipSimilarity:
             return np.zeros((len(images), len(sentences)))
         pixels = np.stack([np.asarray(self.transform(Image.fromarray(np.ascontiguousarray(i[:, :, :3]))))
                            for i in images])
-        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        x = (x - self.mean) / self.std
+        x = self.bundle.model_input(torch.from_numpy(pixels).to(self.device))
         tokens = self.bundle.tokenizer(sentences).to(self.device)
         with torch.inference_mode():
             image, _ = unit_features(self.bundle.model.encode_image(x), 1e4)
