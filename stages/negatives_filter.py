@@ -28,15 +28,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from pipeline.io import MediaPathError, read_bytes, resolve_media_uri
-from pipeline.models import SHA256_PATTERN, resolve_checkpoint
+from pipeline.models import resolve_checkpoint
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK, STATUS_REJECTED
 from stages.base import Resources, Stage, StageParams
@@ -56,7 +56,7 @@ from stages.negatives_mining import (
     normalize_rows,
     sample_groups,
 )
-from stages.scoring import model_id
+from stages.scoring import ModelParams, autocast, model_id, pick_device
 
 __all__ = ["ClipEmbedder", "NegativesFilter", "caption_bank", "false_negative_rate"]
 log = logging.getLogger(__name__)
@@ -68,14 +68,15 @@ class ClipEmbedder:
     """An open_clip checkpoint loaded through ``pipeline.models``: unit-norm float32 embeddings
     of texts and of images (open_clip's own eval transform, as ``decode_media`` prepares them)."""
 
-    def __init__(self, checkpoint: str, sha256: str | None, device: str = "cpu", forward_batch: int = 256) -> None:
+    def __init__(self, checkpoint: str, sha256: str | None, device: str = "auto", forward_batch: int = 256,
+                 fp16: bool = True) -> None:
         from open_clip.transform import image_transform
 
         from pipeline.models import load_open_clip
 
-        self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), device)
+        self.device, self.forward_batch, self.fp16 = pick_device(device), forward_batch, fp16
+        self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), self.device)
         b = self.bundle
-        self.device, self.forward_batch = device, forward_batch
         self.model_id = model_id(checkpoint, sha256)  # as clip_score's clip_model
         self.transform = image_transform(b.image_size, is_train=False, mean=b.mean, std=b.std,
                                          resize_mode=b.resize_mode, interpolation=b.interpolation,
@@ -85,7 +86,7 @@ class ClipEmbedder:
         import torch
 
         out = [np.zeros((0, 1), np.float32)]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.fp16):
             for s in range(0, len(texts), self.forward_batch):
                 tokens = self.bundle.tokenizer(texts[s:s + self.forward_batch]).to(self.device)
                 out.append(self.bundle.model.encode_text(tokens).float().cpu().numpy())
@@ -96,7 +97,7 @@ class ClipEmbedder:
         import torch
 
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.fp16):
             for s in range(0, len(images), self.forward_batch):
                 x = torch.stack([self.transform(im.convert("RGB")) for im in images[s:s + self.forward_batch]])
                 out.append(self.bundle.model.encode_image(x.to(self.device)).float().cpu().numpy())
@@ -152,14 +153,10 @@ def caption_bank(rows: pa.Table) -> pa.Table:
     return table.replace_schema_metadata({"clip_model": ",".join(sorted(str(m) for m in models))})
 
 
-class NegativesFilterParams(StageParams):
-    """Model, rules, mining and the per-batch false-negative limit."""
+class NegativesFilterParams(ModelParams):
+    """Model (an open_clip checkpoint, as clip_score's), rules, mining and the per-batch
+    false-negative limit."""
 
-    checkpoint: str = Field(description="open_clip checkpoint: local dir, s3://bucket/prefix or hf:org/name")
-    checkpoint_sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="sha256 of the weights file")
-    device: Literal["cpu", "cuda"] = "cpu"
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
-    forward_batch: int = Field(256, ge=1)
     ratio: float = Field(0.95, gt=0, le=1, description="keep only s_neg < ratio * s_pos (lowest positive)")
     ceiling: float = Field(0.75, ge=-1, le=1, description="keep only s_neg < ceiling")
     margin: float | None = Field(None, ge=0, le=2, description="keep only s_pos - s_neg >= margin")
@@ -172,18 +169,14 @@ class NegativesFilterParams(StageParams):
     duplicate_image_cosine: float | None = Field(None, gt=0, le=1, description="cos(edited, anchor image)")
     max_false_negative_rate: float = Field(0.5, ge=0, le=1, description="per batch; above it is logged")
 
-    @model_validator(mode="after")
-    def _checkpoint_exists(self) -> NegativesFilterParams:
-        resolve_checkpoint(self.checkpoint, self.checkpoint_sha256)  # fails at config load, before data
-        return self
-
 
 class NegativesFilter(Stage):
     """False-negative control and kNN mining on CLIP embeddings (see the module docstring)."""
 
     name: ClassVar[str] = "negatives_filter"
     params_model: ClassVar[type[StageParams]] = NegativesFilterParams
-    resources: ClassVar[Resources] = Resources(num_cpus=1.0, batch_size=256, actors=(1, 1))
+    # Fractional CPUs: a whole-CPU actor can starve the read tasks of a small local Ray.
+    resources: ClassVar[Resources] = Resources(num_cpus=0.5, batch_size=256, actors=(1, 1))
     output_fields: ClassVar[tuple[pa.Field, ...]] = NEGATIVE_FIELDS + SCORE_FIELDS
     error_code: ClassVar[ReasonCode] = ReasonCode.HARD_NEG
     params: NegativesFilterParams
@@ -194,7 +187,7 @@ class NegativesFilter(Stage):
         p = self.params
         if p.num_threads:
             torch.set_num_threads(p.num_threads)
-        self.embedder = ClipEmbedder(p.checkpoint, p.checkpoint_sha256, p.device, p.forward_batch)
+        self.embedder = ClipEmbedder(p.checkpoint, p.checkpoint_sha256, p.device, p.forward_batch, p.fp16)
         self.rules = FilterRules(p.ratio, p.ceiling, p.margin)
         self.bank: dict[str, Any] | None = None
         if p.bank_path:

@@ -63,7 +63,7 @@ def model_id(checkpoint: str, sha256: str | None) -> str:
     return f"{checkpoint}@{(sha256 or 'unpinned')[:12]}"
 
 
-def load_scorer(p: ScorerParams, loader: Callable[[Path, str], Any]) -> tuple[str, Any]:
+def load_scorer(p: ModelParams, loader: Callable[[Path, str], Any]) -> tuple[str, Any]:
     """Once per actor: torch threads, the device, and the verified checkpoint through
     ``loader`` (``pipeline.models.load_open_clip`` or ``load_clap``). Returns (device, bundle)."""
     import torch
@@ -96,8 +96,8 @@ def set_column(rows: pa.Table, name: str, values: Any, type_: pa.DataType) -> pa
     return rows.set_column(idx, pa.field(name, type_), array)
 
 
-class ScorerParams(StageParams):
-    """Model, device and threshold settings common to the scorers."""
+class ModelParams(StageParams):
+    """Model and device settings of every stage that runs a model (scorers, negatives_filter)."""
 
     checkpoint: str = Field(description="local dir, s3://bucket/prefix or hf:org/name")
     checkpoint_sha256: str | None = Field(None, pattern=SHA256_PATTERN,
@@ -106,12 +106,17 @@ class ScorerParams(StageParams):
     fp16: bool = Field(True, description="fp16 autocast on CUDA (ignored on CPU)")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
     forward_batch: int = Field(256, ge=1, description="inputs per model forward")
+
+    @model_validator(mode="after")
+    def _checkpoint_exists(self) -> ModelParams:
+        resolve_checkpoint(self.checkpoint, self.checkpoint_sha256)  # fails fast, before data
+        return self
+
+
+class ScorerParams(ModelParams):
+    """Model, device and threshold settings common to the scorers."""
+
     max_feature_norm: float = Field(1e4, gt=0, description="features are clipped to this norm")
     keep_top_fraction: float | None = Field(
         None, gt=0, le=1, description="keep this top share of each batch per kind (DataComp)")
     release_decoded: bool = Field(True, description="null the decoded columns once used")
-
-    @model_validator(mode="after")
-    def _checkpoint_exists(self) -> ScorerParams:
-        resolve_checkpoint(self.checkpoint, self.checkpoint_sha256)  # fails fast, before data
-        return self
