@@ -255,3 +255,24 @@ def test_demo_model_rejects_swapped_captions(demo_measure: dict[str, Any]) -> No
     assert m["caught"] >= 0.95 and m["pair_loss"] <= 0.02, m
     assert min(m["by_kind"].values()) >= 0.9, m
     assert all(v["mean_gap_to_clean"] > 0.1 for v in m["card"]["swapped"].values())
+
+
+def test_negatives_filter_embeds_images_as_clip_score_does(world: pa.Table) -> None:
+    """negatives_filter reuses clip_score's image embeddings when they are in the row and
+    embeds the image itself otherwise (its own PIL path): both must give the same vector, or a
+    negative's similarity would depend on whether clip_score ran first."""
+    from pipeline.io import resolve_media_uri
+    from stages.negatives_filter import ClipEmbedder, first_image, load_image
+
+    if not (DEMO / "open_clip_model.safetensors").is_file():
+        pytest.skip("demo model not shipped")
+    objects = world.filter(pa.compute.equal(world["kind"], "object"))
+    scored = score(decode(objects, image_size=64, resize_mode="squash"), DEMO, fp16=False).to_pylist()
+    embedder = ClipEmbedder(str(DEMO), None, device="cpu")
+    for row in scored:
+        ref = first_image(row)
+        assert ref is not None
+        mine = embedder.embed_images([load_image(ref["uri"], row["manifest_root"])])[0]
+        theirs = np.asarray(row["clip_image_emb"][0], np.float32)
+        theirs /= np.linalg.norm(theirs)
+        assert float(mine @ theirs) > 0.999, (row["id"], resolve_media_uri(ref["uri"], row["manifest_root"]))
