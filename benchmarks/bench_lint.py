@@ -73,7 +73,7 @@ def make_shard(path: Path, target_bytes: int, seed: int = 0) -> int:
     return written
 
 
-def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
+def best_of(n: int, fn) -> float:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()

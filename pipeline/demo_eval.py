@@ -55,7 +55,7 @@ def swap_caption(text: str, labels: set[tuple[str, str]], kind: str,
         return text[:m.start()] + other + text[m.end():]
     colours, shapes, pair_re = words()
     found = list(pair_re.finditer(text))
-    rng.shuffle(found)  # type: ignore[arg-type]
+    rng.shuffle(found)
     for m in found:
         colour, shape = m.group(1), m.group(2)
         if kind == "colour":

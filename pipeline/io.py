@@ -34,7 +34,7 @@ def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSyste
     if key and secret:
         kwargs["access_key"] = key
         kwargs["secret_key"] = secret
-    return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+    return pafs.S3FileSystem(**kwargs)
 
 
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -267,8 +267,8 @@ def load_open_clip(path: Path, device: str = "cpu") -> OpenClipBundle:
     return OpenClipBundle(
         model=model, tokenizer=tokenizer,
         image_size=int(size[0] if isinstance(size, (list, tuple)) else size),
-        mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
+        mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)),
         resize_mode=str(pp.get("resize_mode", "shortest")),
         interpolation=str(pp.get("interpolation", "bicubic")),
         fill_color=int(pp.get("fill_color", 0)),

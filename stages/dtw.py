@@ -92,7 +92,7 @@ def fastdtw_memory_bytes(n: int, m: int, d: int, radius: int) -> int:
 
 # ---- exact banded DTW (numba) --------------------------------------------------------------
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _banded_kernel(x, y, lo, hi, width):  # type: ignore[no-untyped-def]
+def _banded_kernel(x, y, lo, hi, width):
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     bp = np.empty((n, width), dtype=np.uint8)
     prev = np.full(width, np.inf)
@@ -139,7 +139,7 @@ def _banded_kernel(x, y, lo, hi, width):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _step_costs(x, y, path):  # type: ignore[no-untyped-def]
+def _step_costs(x, y, path):
     out = np.empty(path.shape[0])
     for k in range(path.shape[0]):
         acc = 0.0

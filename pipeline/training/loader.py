@@ -129,7 +129,7 @@ def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Itera
 
 
 @dataclass
-class ReleaseDataset(IterableDataset):  # type: ignore[type-arg]
+class ReleaseDataset(IterableDataset):
     """Checked samples of a release (local path or s3://), split by rank and DataLoader worker.
 
     ``vocab`` sizes the token check (default: the manifest's ``placeholder_vocab``, else 8192).
