@@ -5,17 +5,9 @@ themselves: ``content`` (markup stripped) and ``captions`` are the positive capt
 caption it tries the configured strategies (in a seeded rotation, at most ``max_per_caption``)
 and adds one row per negative: ``id`` ``<id>-txneg<k>``, ``parent_id`` = the source id,
 ``negative_type`` (the strategy), ``negative_text``, ``positive_text`` (the caption it came
-from), ``negative_edit`` (what changed). Strategies (the rules are in
-``stages.caption_edits``):
-
-- ``replace_colour`` / ``replace_size`` / ``replace_count`` / ``replace_object`` /
-  ``replace_spatial``: exactly one word (or count) changes to one of another meaning: another
-  colour family, the opposite size, another number, another object of the same group (never a
-  synonym nor a hypernym: square -> rectangle is true of a square), the opposite side
-  (left/right, above/below). The article before it follows (a/an), a count that leaves one
-  inflects its noun and the verb after it.
-- ``swap_nouns`` / ``swap_adjectives`` (NegCLIP/ARO word order): two object names, or two
-  colour or two size words, trade places; each keeps its position's number and article.
+from), ``negative_edit`` (what changed). The strategies (``replace_colour``, ``replace_size``,
+``replace_count``, ``replace_object``, ``replace_spatial``, ``swap_nouns``, ``swap_adjectives``)
+are the one-word edits of ``stages.caption_edits``, described there.
 
 A result whose canonical form (:func:`canonical_words`: articles dropped, synonyms mapped to
 one word) equals any positive caption of the row is never emitted. Source rows pass unchanged;
