@@ -116,13 +116,6 @@ def chair_totals(rows: pa.Table, match_colours: bool = True) -> tuple[ChairCount
     return kept, everything
 
 
-def chair_metrics(rows: pa.Table, match_colours: bool = True, only_ok: bool = True) -> ChairCounts:
-    """Batch-level CHAIR over the object rows of ``rows`` (ok rows only unless ``only_ok`` is
-    False)."""
-    kept, everything = chair_totals(rows, match_colours)
-    return kept if only_ok else everything
-
-
 class ObjectHallucinationParams(StageParams):
     """CHAIR thresholds; a sample is rejected when a rate is strictly above its maximum."""
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.ingest import read_manifest
 from schemas.reason_codes import ReasonCode
-from stages.object_hallucination import ObjectHallucination, chair_metrics, sample_chair
+from stages.object_hallucination import ObjectHallucination, chair_totals, sample_chair
 from tests.stages.object_rows import details, object_record, object_table, verdicts
 
 HALL = str(ReasonCode.HALLUCINATION)
@@ -71,13 +71,14 @@ def test_thresholds_are_configurable(tmp_path: Path) -> None:
 
 def test_batch_metrics_are_ratios_of_totals(tmp_path: Path) -> None:
     _, _, (_, out) = stage_rows(tmp_path, {"max_chair_s": 1.0})
-    m = chair_metrics(out)
+    m, _ = chair_totals(out)
     assert (m.mentions, m.hallucinated_mentions, m.captions, m.hallucinated_captions) == (
         4, 1, 5, 1)
     assert m.chair_i == pytest.approx(0.25) and m.chair_s == pytest.approx(0.2)
     rejected = ObjectHallucination()(out.slice(0, 2))
-    assert chair_metrics(rejected).captions == 2  # the rejected row no longer counts
-    assert chair_metrics(rejected, only_ok=False).captions == 5
+    kept, everything = chair_totals(rejected)
+    assert kept.captions == 2  # the rejected row no longer counts
+    assert everything.captions == 5
 
 
 def test_examples_clean_rows_have_no_hallucination(examples_dir: Path) -> None:
