@@ -34,7 +34,7 @@ import pyarrow.fs as pafs
 from pipeline.config import RunConfig
 from pipeline.io import filesystem_for, read_bytes, write_bytes
 from pipeline.release import release_exists, remove_tree
-from pipeline.versions import DATED_VERSION
+from pipeline.versions import DATED_VERSION, read_latest
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,7 @@ def apply_retention(root: str, dataset: str, keep: int, protect: set[str]) -> li
     if keep <= 0:
         return []
     base = dataset_uri(root, dataset)
-    try:
-        latest = read_bytes(f"{base}/latest").decode().strip()
-    except FileNotFoundError:
-        latest = ""
+    latest = read_latest(base)
     removed = []
     for version in dated_versions(root, dataset)[:-keep]:
         if version in protect or version == latest:

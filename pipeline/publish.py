@@ -34,12 +34,17 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-LATEST = "latest"
 _RETRYABLE_CODES = frozenset({
     "RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling", "ThrottlingException",
     "RequestThrottled", "InternalError", "ServiceUnavailable", "500", "502", "503", "504",
 })
 _READ_CHUNK = 8 * 2**20
+
+
+def _not_found(err: PublishError) -> bool:
+    """Whether a failed request failed because the key (or bucket) does not exist."""
+    code = str(getattr(err.__cause__, "response", {}).get("Error", {}).get("Code"))
+    return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 
 
 def _retryable(err: Any) -> bool:
@@ -171,10 +176,9 @@ class Publisher:
         dated version (``pipeline.versions.moves_latest``)."""
         from pipeline.versions import moves_latest
 
-        current = None
-        if self.head(key) is not None:
-            body = self.call(f"GET {key}", "get_object", Bucket=self.bucket, Key=key)["Body"].read()
-            current = body.decode("utf-8", "replace").strip()
+
+        body = self.get(key)
+        current = None if body is None else body.decode("utf-8", "replace").strip()
         if not moves_latest(current, version):
             self.progress(f"latest stays on {current} ({version} is older)")
             return
@@ -186,9 +190,16 @@ class Publisher:
         try:
             return dict(self.call(f"HEAD {key}", "head_object", Bucket=self.bucket, Key=key))
         except PublishError as err:
-            cause = err.__cause__
-            code = str(getattr(cause, "response", {}).get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            if _not_found(err):
+                return None
+            raise
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such key (or bucket)."""
+        try:
+            return bytes(self.call(f"GET {key}", "get_object", Bucket=self.bucket, Key=key)["Body"].read())
+        except PublishError as err:
+            if _not_found(err):
                 return None
             raise
 
@@ -328,6 +339,8 @@ def publish_directory(local_dir: str | Path, uri: str, *, overwrite: bool = Fals
                       progress: Callable[[str], None] | None = None) -> PublishStats:
     """Upload ``local_dir`` (a complete release: it has its manifest) to ``uri``
     (``s3://bucket/prefix/<dataset>/<version>``); see the module docstring."""
+    from pipeline.versions import LATEST
+
     t0 = time.perf_counter()
     local_dir = Path(local_dir)
     if not (local_dir / MANIFEST).is_file():
@@ -341,9 +354,8 @@ def publish_directory(local_dir: str | Path, uri: str, *, overwrite: bool = Fals
     version = prefix.rsplit("/", 1)[1]
     latest_key = f"{prefix.rsplit('/', 1)[0]}/{LATEST}"
     manifest_key = f"{prefix}/{MANIFEST}"
-    remote = pub.head(manifest_key)
-    if remote is not None:
-        body = pub.call(f"GET {manifest_key}", "get_object", Bucket=bucket, Key=manifest_key)["Body"].read()
+    body = pub.get(manifest_key)
+    if body is not None:
         if body == manifest:
             pub.progress(f"{uri} is already published with this manifest")
             pub.point_latest(latest_key, version)

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from pipeline.io import MediaPathError, filesystem_for, resolve_media_uri, write_bytes
 from pipeline.shards import ShardInfo, encode_jsonl, encode_parquet, sha256_hex, shard_name, split_by_size
-from pipeline.versions import moves_latest
+from pipeline.versions import LATEST, moves_latest, read_latest
 from schemas.placeholders import PlaceholderLinter
 from schemas.records import RECORD_FORMAT_VERSION, STATUS_OK
 
@@ -204,19 +204,14 @@ class _LocalDestination:
             shutil.rmtree(trash)
         else:
             os.rename(self.work_path, self.final_path)
-        latest = f"{self.dataset_path}/latest"
-        try:
-            with open(latest) as fh:
-                current: str | None = fh.read().strip()
-        except FileNotFoundError:
-            current = None
+        current = read_latest(self.dataset_path)
         if not moves_latest(current, version):
             log.info("latest stays on %s: %s is an older dated version", current, version)
             return
         tmp_latest = f"{self.dataset_path}/.latest.tmp-{uuid.uuid4().hex[:8]}"
         with open(tmp_latest, "w") as fh:
             fh.write(version + "\n")
-        os.replace(tmp_latest, latest)
+        os.replace(tmp_latest, f"{self.dataset_path}/{LATEST}")
 
     def abort(self) -> None:
         if os.path.isdir(self.work_path):

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import re
 
+from pipeline.io import read_bytes
+
 DATED_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+LATEST = "latest"
+
+
+def read_latest(dataset_uri: str) -> str | None:
+    """The version ``<dataset_uri>/latest`` names (a local path or any URI ``pipeline.io``
+    reads), or None when there is no pointer."""
+    try:
+        return read_bytes(f"{dataset_uri.rstrip('/')}/{LATEST}").decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return None
 
 
 def moves_latest(current: str | None, version: str) -> bool:
