@@ -36,7 +36,6 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from pipeline.io import MediaPathError, read_bytes, resolve_media_uri
-from pipeline.models import resolve_checkpoint
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK, STATUS_REJECTED
 from stages.base import Resources, Stage, StageParams
@@ -56,7 +55,7 @@ from stages.negatives_mining import (
     normalize_rows,
     sample_groups,
 )
-from stages.scoring import ModelParams, autocast, model_id, pick_device
+from stages.scoring import ModelParams, autocast, load_scorer, model_id
 
 __all__ = ["ClipEmbedder", "NegativesFilter", "caption_bank", "false_negative_rate"]
 log = logging.getLogger(__name__)
@@ -68,16 +67,15 @@ class ClipEmbedder:
     """An open_clip checkpoint loaded through ``pipeline.models``: unit-norm float32 embeddings
     of texts and of images (open_clip's own eval transform, as ``decode_media`` prepares them)."""
 
-    def __init__(self, checkpoint: str, sha256: str | None, device: str = "auto", forward_batch: int = 256,
-                 fp16: bool = True) -> None:
+    def __init__(self, params: ModelParams) -> None:
         from open_clip.transform import image_transform
 
         from pipeline.models import load_open_clip
 
-        self.device, self.forward_batch, self.fp16 = pick_device(device), forward_batch, fp16
-        self.bundle = load_open_clip(resolve_checkpoint(checkpoint, sha256), self.device)
+        self.device, self.bundle = load_scorer(params, load_open_clip)  # threads, device, checkpoint
+        self.forward_batch, self.fp16 = params.forward_batch, params.fp16
         b = self.bundle
-        self.model_id = model_id(checkpoint, sha256)  # as clip_score's clip_model
+        self.model_id = model_id(params.checkpoint, params.checkpoint_sha256)  # as clip_score's clip_model
         self.transform = image_transform(b.image_size, is_train=False, mean=b.mean, std=b.std,
                                          resize_mode=b.resize_mode, interpolation=b.interpolation,
                                          fill_color=b.fill_color)
@@ -182,12 +180,8 @@ class NegativesFilter(Stage):
     params: NegativesFilterParams
 
     def setup(self) -> None:
-        import torch
-
         p = self.params
-        if p.num_threads:
-            torch.set_num_threads(p.num_threads)
-        self.embedder = ClipEmbedder(p.checkpoint, p.checkpoint_sha256, p.device, p.forward_batch, p.fp16)
+        self.embedder = ClipEmbedder(p)
         self.rules = FilterRules(p.ratio, p.ceiling, p.margin)
         self.bank: dict[str, Any] | None = None
         if p.bank_path:

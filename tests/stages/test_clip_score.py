@@ -263,12 +263,13 @@ def test_negatives_filter_embeds_images_as_clip_score_does(world: pa.Table) -> N
     negative's similarity would depend on whether clip_score ran first."""
     from pipeline.io import resolve_media_uri
     from stages.negatives_filter import ClipEmbedder, first_image, load_image
+    from stages.scoring import ModelParams
 
     if not (DEMO / "open_clip_model.safetensors").is_file():
         pytest.skip("demo model not shipped")
     objects = world.filter(pa.compute.equal(world["kind"], "object"))
     scored = score(decode(objects, image_size=64, resize_mode="squash"), DEMO, fp16=False).to_pylist()
-    embedder = ClipEmbedder(str(DEMO), None, device="cpu")
+    embedder = ClipEmbedder(ModelParams(checkpoint=str(DEMO), device="cpu"))
     for row in scored:
         ref = first_image(row)
         assert ref is not None

@@ -25,6 +25,7 @@ from stages.negatives_mining import (
     false_negative_verdicts,
 )
 from stages.registry import get_stage_class
+from stages.scoring import ModelParams
 from tests.stages.negative_rows import by_id, shapes_record, shapes_table, write_tiny_clip
 
 
@@ -35,7 +36,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def embedder(tiny_clip: Path) -> ClipEmbedder:
-    return ClipEmbedder(str(tiny_clip), None)
+    return ClipEmbedder(ModelParams(checkpoint=str(tiny_clip)))
 
 
 def world(root: Path) -> pa.Table:

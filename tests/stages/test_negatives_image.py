@@ -12,6 +12,7 @@ from pipeline.ingest import read_manifest
 from pipeline.sample_world import generate_world, render
 from stages.negatives_image import HUE_DEG, NegativesImage, hue_distance, hue_stats, object_mask
 from stages.registry import get_stage_class
+from stages.scoring import ModelParams
 from tests.stages.negative_rows import DEMO_CLIP, by_id, shapes_record, shapes_table
 
 SHAPES = [("red", "circle", 60, 60, 30), ("blue", "square", 180, 110, 25)]
@@ -87,7 +88,7 @@ def test_demo_model_scores_colour_swaps_below_their_positives(tmp_path: Path) ->
     out = NegativesImage({"media_out": str(tmp_path / "neg")})(read_manifest(str(world.manifest_path)))
     negatives = [r for r in out.to_pylist() if r["negative_type"] == "colour_swap_image"]
     assert len(negatives) >= 60
-    embedder = ClipEmbedder(str(DEMO_CLIP), None)
+    embedder = ClipEmbedder(ModelParams(checkpoint=str(DEMO_CLIP)))
     originals = embedder.embed_images([Image.open(world.out_dir / r["media"][0]["uri"]) for r in negatives])
     edited = embedder.embed_images([Image.open(r["negative_media"]) for r in negatives])
     captions = embedder.embed_texts([r["positive_text"] for r in negatives])
