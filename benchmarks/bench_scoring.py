@@ -29,6 +29,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -178,12 +179,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for repeat in range(1 if args.quick else args.repeats):
             raws.append(raw_forward_rows_per_s(half, args.batch, args.threads, dev))
             halves.append(stage_seconds(half, args.batch, args.threads, dev))
-            if dev == "cuda":
-                with GpuBusy() as gpu:
-                    fulls.append(stage_seconds(full, args.batch, args.threads, dev))
-                busy.append(gpu.fraction)
-            else:
+            with GpuBusy() if dev == "cuda" else contextlib.nullcontext() as gpu:
                 fulls.append(stage_seconds(full, args.batch, args.threads, dev))
+            if gpu is not None:
+                busy.append(gpu.fraction)
             print(f"repeat {repeat}: raw {raws[-1]:.1f} rows/s; stage {rows} rows in "
                   f"{halves[-1]:.1f}s, {2 * rows} rows in {fulls[-1]:.1f}s", flush=True)
     finally:
