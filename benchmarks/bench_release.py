@@ -46,15 +46,14 @@ def final_table(work: Path) -> Path:
     """The demo's final table (every row, kept and rejected), written once to Parquet."""
     from pipeline.config import load_config
     from pipeline.ingest import mark_duplicate_ids
-    from pipeline.local_runner import read_inputs, run_stages
+    from pipeline.run import run_local
     from pipeline.sample_world import generate_world
 
     generate_world(work / "sample", n=200, fault_rate=0.1, seed=0)
-    cfg = load_config(CONFIG)
-    stages = [spec.stage_class()(spec.params) for spec in cfg.stages]
-    run = run_stages(read_inputs([str(work / "sample" / "manifest.jsonl")], cfg.max_record_bytes), stages)
+    cfg = load_config(CONFIG).model_copy(update={"inputs": [str(work / "sample" / "manifest.jsonl")]})
+    table, _ = run_local(cfg)
     path = work / "final.parquet"
-    pq.write_table(mark_duplicate_ids(run.table), path)
+    pq.write_table(mark_duplicate_ids(table), path)
     return path
 
 

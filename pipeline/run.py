@@ -49,12 +49,7 @@ def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
     timings: list[tuple[str, int, float]] = []
     t0 = time.perf_counter()
     if local:
-        from pipeline.local_runner import read_inputs, run_stages
-
-        stages = [spec.stage_class()(spec.params) for spec in cfg.stages]
-        run = run_stages(read_inputs(cfg.inputs, cfg.max_record_bytes), stages)
-        table = run.table
-        timings = [(t.name, t.rows_in, t.seconds) for t in run.timings]
+        table, timings = run_local(cfg)
     else:
         from pipeline.ray_runner import run_stages_on_ray
 
@@ -72,6 +67,16 @@ def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
         timings = [("all stages on Ray", total_rows, time.perf_counter() - t0)]
     table = mark_duplicate_ids(table)
     return release_table(cfg, table, fingerprints, timings)
+
+
+def run_local(cfg: RunConfig) -> tuple[pa.Table, list[tuple[str, int, float]]]:
+    """The configured stages in-process over the inputs: every row, and (stage, rows in,
+    seconds) per stage."""
+    from pipeline.local_runner import read_inputs, run_stages
+
+    stages = [spec.stage_class()(spec.params) for spec in cfg.stages]
+    run = run_stages(read_inputs(cfg.inputs, cfg.max_record_bytes), stages)
+    return run.table, [(t.name, t.rows_in, t.seconds) for t in run.timings]
 
 
 def release_table(cfg: RunConfig, table: pa.Table, fingerprints: list[InputFingerprint],
