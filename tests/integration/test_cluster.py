@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pipeline import cli
 from pipeline.local_runner import read_inputs, run_stages
 from stages.registry import get_stage_class
 from tests.integration.example_world import write_world
+from tests.ports import free_port_range, free_ports
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -41,41 +41,18 @@ BIN = Path(sys.executable).parent
 STAGES = ["placeholder_lint", "media_check", "segment_checks"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_port_range(n: int) -> int:
-    """The first port of ``n`` consecutive free ports (Ray's worker port range)."""
-    for _ in range(100):
-        base = 20000 + secrets.randbelow(30000)
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
-def node_ports() -> list[str]:
-    """Explicit ports for every listener of one node: other Rays may run on this machine."""
+def node_ports(*extra: str) -> dict[str, int]:
+    """A port for every listener of one node (other Rays may run on this machine) and for each name
+    in ``extra``, all distinct, and a worker range that none of them can fall in (tests/ports.py)."""
+    names = ["node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc",
+             "metrics-export", "runtime-env-agent", *extra]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     base = free_port_range(40)
-    return [
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        f"--min-worker-port={base}", f"--max-worker-port={base + 39}",
-        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-    ]
+    return {**ports, "min-worker": base, "max-worker": base + 39}
+
+
+def port_flags(ports: dict[str, int]) -> list[str]:
+    return [f"--port={p}" if name == "gcs" else f"--{name}-port={p}" for name, p in ports.items()]
 
 
 def session_pids(sid: int) -> list[int]:
@@ -136,6 +113,14 @@ class RayHead:
         return len(self.alive_node_ips())
 
 
+def alive(proc: subprocess.Popen[bytes], log_path: Path) -> bool:
+    """True while ``proc`` runs; once it has exited, a failure that shows the end of its log."""
+    if proc.poll() is not None:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        pytest.fail(f"{log_path.name}: the process exited with {proc.returncode}:\n{tail}")
+    return True
+
+
 def wait_for(predicate: object, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -157,18 +142,18 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     temp_dir = Path("/tmp") / f"xh-{secrets.token_hex(3)}"  # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_"))}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), PATH=f"{BIN}:{env.get('PATH', '')}")
-    gcs_port, dash_port = free_port(), free_port()
+    ports = node_ports("gcs", "dashboard", "ray-client-server")
     cmd = [
-        str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", "--node-ip-address=127.0.0.2",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--ray-client-server-port={free_port()}",
+        str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.2", "--dashboard-host=127.0.0.1",
         "--num-cpus=1", "--object-store-memory=200000000", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-        *node_ports(),
+        *port_flags(ports),
     ]
-    log = open(base / "head.log", "wb")  # noqa: SIM115 - closed in the finally below
+    log_path = base / "head.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    head = RayHead(f"http://127.0.0.1:{dash_port}", f"127.0.0.2:{gcs_port}", token_file, temp_dir, env)
+    head = RayHead(f"http://127.0.0.1:{ports['dashboard']}", f"127.0.0.2:{ports['gcs']}", token_file, temp_dir, env)
     try:
-        wait_for(lambda: proc.poll() is None and head.alive_nodes() == 1, 90, "the Ray head")
+        wait_for(lambda: alive(proc, log_path) and head.alive_nodes() == 1, 90, "the Ray head")
         yield head
     finally:
         stop_session(proc)
@@ -179,7 +164,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
 def start_worker(head: RayHead, num_cpus: int, log_path: Path) -> subprocess.Popen[bytes]:
     cmd = [
         str(BIN / "ray"), "start", "--block", f"--address={head.gcs}", "--node-ip-address=127.0.0.3",
-        f"--num-cpus={num_cpus}", "--object-store-memory=200000000", "--disable-usage-stats", *node_ports(),
+        f"--num-cpus={num_cpus}", "--object-store-memory=200000000", "--disable-usage-stats",
+        *port_flags(node_ports()),
     ]
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(cmd, env=head.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -264,9 +250,10 @@ def test_submit_follows_a_token_auth_job_to_its_release(
 def test_job_survives_a_worker_killed_mid_run(ray_head: RayHead, examples_dir: Path, tmp_path: Path) -> None:
     manifest = write_world(tmp_path, examples_dir, copies=6, files=("segments.jsonl", "objects.jsonl"))
     config = write_config(tmp_path / "cfg.yaml", manifest, tmp_path / "rel", "v1", batch_size=1)
-    worker = start_worker(ray_head, num_cpus=2, log_path=tmp_path / "worker.log")
+    worker_log = tmp_path / "worker.log"
+    worker = start_worker(ray_head, num_cpus=2, log_path=worker_log)
     try:
-        wait_for(lambda: ray_head.alive_nodes() == 2, 90, "the worker node to join")
+        wait_for(lambda: alive(worker, worker_log) and ray_head.alive_nodes() == 2, 90, "the worker node to join")
         assert ray_head.alive_node_ips() == ["127.0.0.2", "127.0.0.3"]  # all traffic on loopback
         from ray.job_submission import JobSubmissionClient
 

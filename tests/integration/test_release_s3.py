@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -26,6 +25,7 @@ from pipeline.publish import PublishError, UploadSettings, publish_directory, s3
 from pipeline.release import InputFingerprint, ReleaseError, write_release
 from pipeline.run import run_config
 from stages.placeholder_lint import PlaceholderLint
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.s3]
 VOCAB = {"image": 8192, "audio": 8192, "video": 8192}
@@ -138,12 +138,6 @@ def test_interrupted_multipart_upload_is_resumed_part_by_part(s3_bucket: str, tm
     assert stats.parts_reused == 1  # part 1 matched; part 2 did not and went up again
     assert get(s3_bucket, key) == data
     assert not s3.list_multipart_uploads(Bucket=s3_bucket, Prefix=key).get("Uploads")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_requests_are_retried_with_backoff_until_the_server_answers(s3_bucket: str, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,24 +27,13 @@ from pipeline.ingest import fingerprint_input
 from pipeline.local_runner import read_inputs, run_stages
 from pipeline.release import InputFingerprint, write_release
 from stages.placeholder_lint import PlaceholderLint
+from tests.ports import free_ports
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 WEED = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
 BUCKET = "xmodal-weed"
 KEY, SECRET = "weedtest", "weedtest-secret"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (all held open together, so none is handed out twice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
