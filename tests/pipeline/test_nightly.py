@@ -156,8 +156,8 @@ def test_second_scheduler_is_locked_out(tmp_path: Path, examples_dir: Path, caps
 @pytest.mark.s3
 def test_s3_lease_excludes_renews_and_is_taken_over_when_stale(s3_bucket: str) -> None:
     root = f"s3://{s3_bucket}/nightly-lock"
-    with version_lock(root, "world", DATE, lease_s=1.5):
-        time.sleep(2.0)  # past one lease: only the heartbeat (every 0.5 s) keeps it held
+    with version_lock(root, "world", DATE, lease_s=3.0):
+        time.sleep(4.0)  # past one lease: only the heartbeat (every 1 s) keeps it held
         with pytest.raises(LockHeld, match="held by"):
             with version_lock(root, "world", DATE):
                 pass
