@@ -14,6 +14,7 @@ import pytest
 from pipeline.ingest import fingerprint_input
 from pipeline.local_runner import read_inputs, run_stages
 from pipeline.release import InputFingerprint, ReleaseError, write_release
+from pipeline.shards import encode_jsonl
 from stages.placeholder_lint import PlaceholderLint
 
 VOCAB = {"image": 8192, "audio": 8192, "video": 8192}
@@ -154,3 +155,25 @@ def test_escaping_media_without_media_check_is_a_release_error(tmp_path: Path) -
         write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
                       inputs=[InputFingerprint(str(path), *fingerprint_input(str(path)))],
                       config_hash="c", code_version="t", vocab=VOCAB)
+
+
+def test_jsonl_shard_rows_read_back_as_the_parquet_rows() -> None:
+    """Every JSONL line parses (strict JSON: no NaN) to its row; non-finite floats at any depth
+    become null, bytes become hex, and non-ASCII text is written as UTF-8."""
+    nan, inf = float("nan"), float("inf")
+    table = pa.table({
+        "id": ["a", "b", "c"],
+        "score": [0.25, nan, -inf],
+        "emb": pa.array([[1.0, 2.0**-16], [inf, 0.5], None], pa.list_(pa.float32())),
+        "meta": [{"w": 1.5, "tag": "é"}, {"w": nan, "tag": "x"}, {"w": None, "tag": None}],
+        "blob": [b"\x00\xff", None, b""],
+    })
+    lines = encode_jsonl(table).decode("utf-8").splitlines()
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) for line in lines]
+    assert rows == [
+        {"id": "a", "score": 0.25, "emb": [1.0, 2.0**-16], "meta": {"w": 1.5, "tag": "é"}, "blob": "00ff"},
+        {"id": "b", "score": None, "emb": [None, 0.5], "meta": {"w": None, "tag": "x"}, "blob": None},
+        {"id": "c", "score": None, "emb": None, "meta": {"w": None, "tag": None}, "blob": ""},
+    ]
+    assert '"tag":"é"' in lines[0]
+    assert encode_jsonl(table.slice(0, 0)) == b""
