@@ -106,15 +106,57 @@ def _preceding_words(text: str, start: int, n: int) -> list[str]:
     return [w.lower() for w in _WORD_RE.findall(text[max(0, start - 80):start])][-n:]
 
 
+_WORD_TOKEN_RE = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=1)
+def _forms_by_first_word() -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """First word of a surface form -> (its words, the form), longest form first: the order in
+    which ``_mention_re``'s alternation tries the forms that can start at one word."""
+    by_first: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for form in sorted(surface_forms(), key=lambda w: (-len(w), w)):
+        words = tuple(form.split(" "))
+        by_first.setdefault(words[0], []).append((words, form))
+    return by_first
+
+
+def _ascii_spans(text: str) -> Iterable[tuple[int, int, str]]:
+    """``(start, end, surface form)`` of every lexicon match in an ASCII ``text``: what
+    ``_mention_re().finditer`` finds, by word lookup instead of a 200-way alternation (about
+    10x faster). A form can only start where a word starts (it begins with a letter after a word
+    boundary), its words must be whole words (runs of word characters) in order with only
+    whitespace between them, and matches do not overlap."""
+    by_first = _forms_by_first_word()
+    tokens = [(m.start(), m.end(), m.group(0).lower()) for m in _WORD_TOKEN_RE.finditer(text)]
+    i = 0
+    while i < len(tokens):
+        for words, form in by_first.get(tokens[i][2], ()):
+            n = len(words)
+            if i + n <= len(tokens) and all(
+                tokens[i + k][2] == words[k] and text[tokens[i + k - 1][1]:tokens[i + k][0]].isspace()
+                for k in range(1, n)
+            ):
+                yield tokens[i][0], tokens[i + n - 1][1], form
+                i += n
+                break
+        else:
+            i += 1
+
+
+def _regex_spans(text: str) -> Iterable[tuple[int, int, str]]:
+    for m in _mention_re().finditer(text):
+        yield m.start(), m.end(), re.sub(r"\s+", " ", m.group(0).lower())
+
+
 def find_object_mentions(text: str) -> list[Mention]:
-    """Object names in ``text`` (longest match first, case-insensitive, word boundaries)."""
+    """Object names in ``text`` (longest match first, case-insensitive, word boundaries).
+    Non-ASCII text goes through the regex, whose case-insensitive Unicode matching (the Kelvin
+    sign is a "k") the word lookup does not reproduce."""
     forms = surface_forms()
     mentions: list[Mention] = []
-    matches = _mention_re().finditer(text)
-    for m in matches:
-        surface = re.sub(r"\s+", " ", m.group(0).lower())
+    for start, end, surface in _ascii_spans(text) if text.isascii() else _regex_spans(text):
         canonical, is_plural = forms[surface]
-        before = _preceding_words(text, m.start(), 4)
+        before = _preceding_words(text, start, 4)
         modifiers: list[str] = []
         for word in reversed(before):
             if word in COLOURS or word in ATTRIBUTES:
@@ -124,8 +166,7 @@ def find_object_mentions(text: str) -> list[Mention]:
         rest = before[: len(before) - len(modifiers)]
         negated = bool(rest) and (rest[-1] in NEGATIONS or (
             len(rest) > 1 and rest[-2] in NEGATIONS and rest[-1] in ("a", "an", "any")))
-        mentions.append(
-            Mention(m.start(), m.end(), canonical, is_plural, tuple(modifiers), negated))
+        mentions.append(Mention(start, end, canonical, is_plural, tuple(modifiers), negated))
     return mentions
 
 
@@ -150,7 +191,9 @@ class LabelProfile(NamedTuple):
     known: bool  # the canonical object is in OBJECT_SYNONYMS
 
 
+@functools.lru_cache(maxsize=4096)
 def label_profile(label: str) -> LabelProfile:
+    """Cached: box labels come from a small vocabulary and repeat on every row."""
     canonical = canonical_object(label)
     colours = frozenset(w for w in label_words(label) if w in COLOURS)
     return LabelProfile(canonical, colours, canonical in OBJECT_SYNONYMS)

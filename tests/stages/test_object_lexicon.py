@@ -6,6 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.object_lexicon import (
+    _ascii_spans,
+    _regex_spans,
     canonical_object,
     find_object_mentions,
     label_profile,
@@ -14,6 +16,7 @@ from stages.object_lexicon import (
     rewrite_left_right,
     rewrite_up_down,
     strip_markup,
+    surface_forms,
 )
 
 
@@ -85,3 +88,28 @@ def test_any_rewrite_twice_is_identity(words: list[str]) -> None:
     text = " ".join(words)
     assert rewrite_left_right(rewrite_left_right(text)) == text
     assert rewrite_up_down(rewrite_up_down(text)) == text
+
+
+_FORMS = sorted(surface_forms())
+# Pieces that sit on the word lookup's edges: forms in any case, forms glued to word characters
+# ("2cats", "cat_"), two-word forms split by several or odd whitespace or by punctuation.
+_PIECES = st.one_of(
+    st.sampled_from(_FORMS),
+    st.sampled_from(_FORMS).map(str.upper),
+    st.sampled_from(_FORMS).map(str.title),
+    st.sampled_from(["traffic  light", "traffic\tlight", "traffic\nlights", "traffic-light", "stop\x1csign",
+                     "Fire Hydrants", "teddy bear", "teddy", "2cats", "cat_", "_dog", "dog2", "it's", "bus's"]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8),
+    st.text(alphabet=" \t\n.,;:!?-'\"()[]0123456789_\x1c", min_size=1, max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=14).map("".join))
+def test_word_lookup_finds_what_the_regex_finds(text: str) -> None:
+    """The fast path for ASCII text agrees with the lexicon regex on every span and form."""
+    assert list(_ascii_spans(text)) == list(_regex_spans(text))
+
+
+def test_non_ascii_text_keeps_the_regex_semantics() -> None:
+    assert canon("A \u212aitten and a naïve dog") == [("cat", False), ("dog", False)]  # Kelvin sign K
