@@ -11,6 +11,7 @@ whose quality gates fail is not published.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io import MediaPathError, filesystem_for, resolve_media_uri, write_bytes
-from pipeline.shards import ShardInfo, encode_jsonl, encode_parquet, sha256_hex, shard_name, split_by_size
+from pipeline.shards import ShardInfo, encode_parquet, jsonl_chunks, shard_name, split_by_size
 from pipeline.versions import LATEST, moves_latest, read_latest
 from schemas.placeholders import PlaceholderLinter
 from schemas.records import RECORD_FORMAT_VERSION, STATUS_OK
@@ -78,6 +79,7 @@ def _resolve_media(table: pa.Table) -> pa.Table:
 def reconcile(table: pa.Table, input_records: int) -> dict[str, Any]:
     """Counts for the manifest; raises ReleaseError unless ``input == ok + rejected`` on rows
     without a parent (fan-out rows are counted apart)."""
+    table = table.select(["parent_id", "status", "kind", "reject_stage", "reject_code"])  # no row copies
     roots = table.filter(pc.is_null(table["parent_id"]))
     status = Counter(roots["status"].to_pylist())
     kept, rejected = status.get(STATUS_OK, 0), roots.num_rows - status.get(STATUS_OK, 0)
@@ -119,37 +121,70 @@ NEGATIVE_COLUMNS = (
 )
 
 
+def _ordered(table: pa.Table, mask: pa.ChunkedArray | pa.Array, keys: Sequence[str],
+             computed: Mapping[str, pa.ChunkedArray | pa.Array] | None = None) -> pa.Table:
+    """The rows where ``mask`` holds, sorted by ``keys`` (columns of ``table`` or of
+    ``computed``, whole-table arrays), with a single copy of the rows: the sort runs on the key
+    columns of the selected rows, then the rows are taken once in that order."""
+    idx = pc.indices_nonzero(mask)
+    key_table = pa.table({k: (computed[k] if computed and k in computed else table[k]).take(idx) for k in keys})
+    order = pc.sort_indices(key_table, sort_keys=[(k, "ascending") for k in keys])
+    return table.take(idx.take(order))
+
+
+def _runs(column: pa.ChunkedArray | pa.Array) -> Iterator[tuple[Any, int, int]]:
+    """``(value, start, length)`` of each run of equal values of a sorted column."""
+    values = column.to_pylist()
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            yield values[start], start, i - start
+            start = i
+
+
+def kept_in_release_order(table: pa.Table) -> pa.Table:
+    """The kept rows sorted by (is a negative pair, kind, id): each kind's training rows are one
+    contiguous slice, and the negative pairs one slice after them (``split_negatives``)."""
+    ok = pc.equal(table["status"], STATUS_OK)
+    if "negative_type" not in table.schema.names:
+        return _ordered(table, ok, ["kind", "id"])
+    return _ordered(table, ok, ["is_negative", "kind", "id"], {"is_negative": pc.is_valid(table["negative_type"])})
+
+
 def split_negatives(kept: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """``(training rows, negative pairs)``: rows with ``negative_type`` set (made by the
-    negatives and segment stages, ``parent_id`` = the anchor) go to ``negatives/`` with the
-    columns that describe the pair, not the anchor's copied embeddings."""
+    """``(training rows, negative pairs)`` of ``kept_in_release_order``'s table, as slices.
+    Rows with ``negative_type`` set (made by the negatives and segment stages, ``parent_id`` =
+    the anchor) go to ``negatives/`` with the columns that describe the pair, not the anchor's
+    copied embeddings."""
+    pair_columns = [c for c in NEGATIVE_COLUMNS if c in kept.schema.names]
     if "negative_type" not in kept.schema.names:
-        return kept, kept.slice(0, 0).select([c for c in NEGATIVE_COLUMNS if c in kept.schema.names])
-    is_neg = pc.is_valid(kept["negative_type"])
-    negatives = kept.filter(is_neg)
-    pair_columns = [c for c in NEGATIVE_COLUMNS if c in negatives.schema.names]
-    return kept.filter(pc.invert(is_neg)), negatives.select(pair_columns)
+        return kept, kept.slice(0, 0).select(pair_columns)
+    plain = kept.num_rows - pc.sum(pc.is_valid(kept["negative_type"])).as_py()
+    return kept.slice(0, plain), kept.slice(plain).select(pair_columns)
+
+
+def rejected_in_release_order(table: pa.Table) -> pa.Table:
+    """The rejected rows sorted by stage, code, kind and id: each reject file's rows are one
+    contiguous slice."""
+    return _ordered(table, pc.not_equal(table["status"], STATUS_OK), ["reject_stage", "reject_code", "kind", "id"])
 
 
 def reject_pieces(rejected: pa.Table, shard_target_bytes: int) -> Iterator[tuple[str, pa.Table]]:
-    """``(path in the release, rows)`` of every reject file: by stage and code, in release
-    order (``rejected`` sorted by kind and id), split at the size target."""
-    groups = sorted(set(zip(rejected["reject_stage"].to_pylist(), rejected["reject_code"].to_pylist(), strict=True)))
-    for stage, code in groups:
-        mask = pc.and_(pc.equal(rejected["reject_stage"], stage), pc.equal(rejected["reject_code"], code))
-        for i, piece in enumerate(split_by_size(rejected.filter(mask), shard_target_bytes)):
-            yield f"rejects/{stage}/{code}/{shard_name('part', i, 'parquet')}", piece
+    """``(path in the release, rows)`` of every reject file: by stage and code, split at the
+    size target; ``rejected`` is ``rejected_in_release_order``'s table."""
+    groups = pa.StructArray.from_arrays(
+        [rejected["reject_stage"].combine_chunks(), rejected["reject_code"].combine_chunks()], ["stage", "code"])
+    for key, start, length in _runs(groups):
+        group = rejected.slice(start, length)
+        for i, piece in enumerate(split_by_size(group, shard_target_bytes)):
+            yield f"rejects/{key['stage']}/{key['code']}/{shard_name('part', i, 'parquet')}", piece
 
 
 def reject_shard_map(table: pa.Table, shard_target_bytes: int) -> dict[str, str]:
     """Rejected row id -> the reject file it will be written to (for the report's links)."""
-    rejected = _release_order(table.filter(pc.not_equal(table["status"], STATUS_OK)))
+    rejected = rejected_in_release_order(table)
     return {row_id: path for path, piece in reject_pieces(rejected, shard_target_bytes)
             for row_id in piece["id"].to_pylist()}
-
-
-def _release_order(table: pa.Table) -> pa.Table:
-    return table.sort_by([("kind", "ascending"), ("id", "ascending")])
 
 
 def is_s3(uri: str) -> bool:
@@ -189,11 +224,17 @@ class _LocalDestination:
         self.work_path = f"{self.dataset_path}/.{version}.tmp-{uuid.uuid4().hex[:8]}"
         os.makedirs(self.work_path)
 
-    def put(self, rel: str, data: bytes) -> None:
+    def put(self, rel: str, data: bytes | Iterable[bytes]) -> tuple[int, str]:
+        """Write ``data`` (bytes, or pieces of it) to ``rel``; returns its size and sha256."""
         path = os.path.join(self.work_path, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        digest, size = hashlib.sha256(), 0
         with open(path, "wb") as out:
-            out.write(data)
+            for piece in [data] if isinstance(data, bytes) else data:
+                out.write(piece)
+                digest.update(piece)
+                size += len(piece)
+        return size, digest.hexdigest()
 
     def commit(self, manifest: bytes, version: str) -> None:
         self.put("manifest.json", manifest)  # last: the commit marker
@@ -298,41 +339,38 @@ def write_release(
                                  gates=gates, stage_timings=stage_timings, upload=upload,
                                  build_dir=build_dir)
     counts = reconcile(table, sum(i.records for i in inputs))
-    # Split, then sort each part: one copy of the rows at a time besides the caller's table
-    # (sorting first would hold the sorted table and both parts at once).
-    kept = _release_order(table.filter(pc.equal(table["status"], STATUS_OK)))
-    rejected = _release_order(table.filter(pc.not_equal(table["status"], STATUS_OK)))
+    # One sorted copy of the kept rows and one of the rejected ones; every shard is a slice of
+    # them, and a JSONL shard is encoded a piece at a time as it is written.
+    kept = kept_in_release_order(table)
     problems = lint_kept(kept, vocab)
     if problems:
         raise ReleaseError(f"placeholder lint failed on {len(problems)} kept row(s), first: {problems[0]}")
-    kept = _resolve_media(kept).drop_columns(list(INTERNAL_COLUMNS))
+    kept, negatives = split_negatives(_resolve_media(kept).drop_columns(list(INTERNAL_COLUMNS)))
+    rejected = rejected_in_release_order(table)
     dest = _LocalDestination(root, dataset, version, overwrite)
     shards: list[ShardInfo] = []
+
+    def put_shard(rel: str, kind: str, fmt: str, rows: int, data: bytes | Iterable[bytes]) -> None:
+        size, digest = dest.put(rel, data)
+        shards.append(ShardInfo(rel, kind, fmt, rows, size, digest))
+
     try:
-        kept, negatives = split_negatives(kept)
         for i, piece in enumerate(split_by_size(negatives, shard_target_bytes)):
-            data = encode_parquet(piece)
-            rel = f"negatives/{shard_name('pairs', i, 'parquet')}"
-            dest.put(rel, data)
-            shards.append(ShardInfo(rel, "negatives", "parquet", piece.num_rows, len(data), sha256_hex(data)))
-        for kind in sorted(set(kept["kind"].to_pylist())):
-            rows = kept.filter(pc.equal(kept["kind"], kind))
-            for i, piece in enumerate(split_by_size(rows, shard_target_bytes)):
-                encoders = [("data", "parquet", encode_parquet)] + ([("jsonl", "jsonl", encode_jsonl)] if jsonl else [])
-                for folder, fmt, encode in encoders:
-                    data = encode(piece)
-                    rel = f"{folder}/{shard_name(kind, i, fmt)}"
-                    dest.put(rel, data)
-                    shards.append(ShardInfo(rel, kind, fmt, piece.num_rows, len(data), sha256_hex(data)))
+            put_shard(f"negatives/{shard_name('pairs', i, 'parquet')}", "negatives", "parquet", piece.num_rows,
+                      encode_parquet(piece))
+        for kind, start, length in _runs(kept["kind"]):
+            for i, piece in enumerate(split_by_size(kept.slice(start, length), shard_target_bytes)):
+                put_shard(f"data/{shard_name(kind, i, 'parquet')}", kind, "parquet", piece.num_rows,
+                          encode_parquet(piece))
+                if jsonl:
+                    put_shard(f"jsonl/{shard_name(kind, i, 'jsonl')}", kind, "jsonl", piece.num_rows,
+                              jsonl_chunks(piece))
         for rel, piece in reject_pieces(rejected, shard_target_bytes):
-            data = encode_parquet(piece)
-            dest.put(rel, data)
-            shards.append(ShardInfo(rel, "rejects", "parquet", piece.num_rows, len(data), sha256_hex(data)))
+            put_shard(rel, "rejects", "parquet", piece.num_rows, encode_parquet(piece))
         report = None
         if report_html is not None:
-            blob = report_html.encode()
-            dest.put(REPORT_PATH, blob)
-            report = {"path": REPORT_PATH, "bytes": len(blob), "sha256": sha256_hex(blob)}
+            size, digest = dest.put(REPORT_PATH, report_html.encode())
+            report = {"path": REPORT_PATH, "bytes": size, "sha256": digest}
         manifest = {
             "format": MANIFEST_FORMAT,
             "dataset": dataset,

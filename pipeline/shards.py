@@ -1,7 +1,7 @@
 """Shard writers: Parquet (zstd) and JSONL, deterministic zero-padded names, a size target.
 
-A shard is encoded in memory, hashed, then written once, so that the manifest's sha256 is the
-hash of exactly the bytes on disk or in S3.
+A shard is hashed as it is written, so that the manifest's sha256 is the hash of exactly the
+bytes on disk (and, after upload, in S3). JSONL is encoded a piece at a time.
 """
 
 from __future__ import annotations
@@ -53,12 +53,19 @@ def _bytes_hex(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def jsonl_chunks(table: pa.Table, rows_per_chunk: int = 1024) -> Iterator[bytes]:
+    """JSONL of ``table`` in pieces of ``rows_per_chunk`` lines: one JSON object per line, UTF-8
+    with no ASCII or HTML escaping, NaN and infinities as null (JSON has neither), bytes as hex.
+    Only one piece's rows are Python objects at a time (a whole 100 MB shard as Python objects
+    was most of the release step's memory). orjson: the Python ``json`` module took about 10x
+    as long (``benchmarks/bench_release.py``)."""
+    for batch in table.to_batches(max_chunksize=rows_per_chunk):
+        if batch.num_rows:
+            yield b"\n".join(orjson.dumps(row, default=_bytes_hex) for row in batch.to_pylist()) + b"\n"
+
+
 def encode_jsonl(table: pa.Table) -> bytes:
-    """One JSON object per line: UTF-8 with no ASCII or HTML escaping, NaN and infinities as
-    null (JSON has neither), bytes as hex. orjson: the Python ``json`` module took about 10x as
-    long, the release's largest cost after ``to_pylist`` (``benchmarks/bench_release.py``)."""
-    lines = [orjson.dumps(row, default=_bytes_hex) for row in table.to_pylist()]
-    return b"\n".join(lines) + b"\n" if lines else b""
+    return b"".join(jsonl_chunks(table))
 
 
 def shard_name(prefix: str, index: int, ext: str) -> str:
