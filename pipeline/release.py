@@ -134,12 +134,12 @@ def _ordered(table: pa.Table, mask: pa.ChunkedArray | pa.Array, keys: Sequence[s
 
 def _runs(column: pa.ChunkedArray | pa.Array) -> Iterator[tuple[Any, int, int]]:
     """``(value, start, length)`` of each run of equal values of a sorted column."""
-    values = column.to_pylist()
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = pc.run_end_encode(array)
     start = 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            yield values[start], start, i - start
-            start = i
+    for end, value in zip(encoded.run_ends.to_pylist(), encoded.values.to_pylist(), strict=True):
+        yield value, start, end - start
+        start = end
 
 
 def kept_in_release_order(table: pa.Table) -> pa.Table:

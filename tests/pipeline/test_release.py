@@ -177,3 +177,65 @@ def test_jsonl_shard_rows_read_back_as_the_parquet_rows() -> None:
     ]
     assert '"tag":"é"' in lines[0]
     assert encode_jsonl(table.slice(0, 0)) == b""
+
+
+def test_every_shard_is_its_groups_rows_in_order(tmp_path: Path, examples_dir: Path) -> None:
+    """With a small size target every kind, every reject code and the negative pairs span several
+    shards; read back in shard order they are exactly that group's rows, sorted by kind and id."""
+    import pyarrow.compute as pc
+
+    from stages.media_check import MediaCheck
+    from tests.integration.example_world import write_world
+
+    manifest = str(write_world(tmp_path, examples_dir, copies=4,
+                               files=("objects.jsonl", "segments.jsonl", "documents.jsonl")))
+    table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint(), MediaCheck()]).table
+    # Every third kept row also appears as a negative pair of itself (a derived row).
+    kept = table.filter(pc.equal(table["status"], "ok"))
+    negs = kept.take(list(range(0, kept.num_rows, 3)))
+    for name, values in (("id", [f"{i}-neg" for i in negs["id"].to_pylist()]), ("parent_id", negs["id"])):
+        idx = negs.schema.get_field_index(name)
+        negs = negs.set_column(idx, negs.schema.field(idx), pa.array(values, pa.string()))
+    # Derived rows rejected by one stage with two codes across two kinds: ordering by kind before
+    # code would interleave the codes.
+    picks = [pc.index(kept["kind"], "object").as_py(), pc.index(kept["kind"], "segment").as_py()]
+    extra = kept.take(picks * 2)
+    for name, values in (("id", [f"x-{k}" for k in range(4)]), ("parent_id", extra["id"]),
+                         ("status", ["rejected"] * 4), ("reject_stage", ["x_stage"] * 4),
+                         ("reject_code", ["ERR_A", "ERR_A", "ERR_B", "ERR_B"])):
+        idx = extra.schema.get_field_index(name)
+        extra = extra.set_column(idx, extra.schema.field(idx), pa.array(values, pa.string()))
+    table = pa.concat_tables([table, extra, negs])
+    table = table.append_column(
+        "negative_type", pa.array([None] * (table.num_rows - negs.num_rows) + ["replace_colour"] * negs.num_rows))
+    result = write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
+                           inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+                           config_hash="c", code_version="t", vocab=VOCAB, shard_target_bytes=3000)
+    root = tmp_path / "rel" / "ds" / "v1"
+
+    def read_back(prefix: str) -> list[str]:
+        paths = sorted(s["path"] for s in result.manifest["shards"] if s["path"].startswith(prefix))
+        assert len(paths) > 1, prefix  # the target split the group
+        if prefix.startswith("jsonl/"):
+            return [json.loads(line)["id"] for p in paths for line in (root / p).read_text().splitlines()]
+        return [i for p in paths for i in pq.read_table(root / p)["id"].to_pylist()]
+
+    def ids_in_order(rows: pa.Table) -> list[str]:
+        return rows.sort_by([("kind", "ascending"), ("id", "ascending")])["id"].to_pylist()
+
+    plain = kept.filter(pc.equal(kept["kind"], "object"))
+    assert read_back("data/object-") == ids_in_order(plain)
+    assert read_back("jsonl/object-") == ids_in_order(plain)
+    assert read_back("negatives/") == ids_in_order(negs)
+    rejected = table.filter(pc.not_equal(table["status"], "ok"))
+    groups = set(zip(rejected["reject_stage"].to_pylist(), rejected["reject_code"].to_pylist(), strict=True))
+    split = 0
+    for stage, code in sorted(groups):
+        in_group = pc.and_(pc.equal(rejected["reject_stage"], stage), pc.equal(rejected["reject_code"], code))
+        rows = rejected.filter(in_group)
+        folder = f"rejects/{stage}/{code}/"
+        paths = sorted(s["path"] for s in result.manifest["shards"] if s["path"].startswith(folder))
+        assert [i for p in paths for i in pq.read_table(root / p)["id"].to_pylist()] == ids_in_order(rows)
+        split += len(paths) > 1
+    assert len(groups) >= 3 and split >= 1
+    assert sum(s["rows"] for s in result.manifest["shards"] if s["format"] == "parquet") == table.num_rows
