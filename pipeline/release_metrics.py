@@ -285,7 +285,8 @@ def _entailment(kept_roots: pa.Table, out: ReleaseMetrics) -> None:
 
     objects = _mask(kept_roots, pc.equal(kept_roots["kind"], "object"))
     total = ConflictCounts()
-    for row in objects.select(["id", "content", "captions", "boxes"]).to_pylist():
+    batches = objects.select(["id", "content", "captions", "boxes"]).to_batches(max_chunksize=1024)
+    for row in (r for batch in batches for r in batch.to_pylist()):
         labels = [(b or {}).get("label") or "" for b in row["boxes"] or []]
         total.add(image_conflicts(row["id"], caption_texts(row["content"], row["captions"]), labels))
     if total.images == 0:
@@ -379,7 +380,10 @@ def compute_release_metrics(table: pa.Table, counts: Mapping[str, Any],
     cfg = cfg or MetricsConfig()
     out = ReleaseMetrics({}, {}, PlotData())
     ok = np.asarray(pc.fill_null(pc.equal(table["status"], STATUS_OK), False))
-    kept = table.filter(pa.array(ok))
+    # The kept-row metrics read these columns only: filter a narrow table, not every column.
+    image_col, text_cols = find_embedding_columns(table.schema, cfg)
+    read = {"id", "kind", "parent_id", "content", "captions", "boxes", CONTINUITY_COLUMN, image_col, *text_cols}
+    kept = table.select([c for c in table.schema.names if c in read]).filter(pa.array(ok))
     kept_roots = _mask(kept, pc.is_null(kept["parent_id"]))
     out.values["rejects"] = _rejects(table, counts)
     _retrieval(kept_roots, cfg, out)

@@ -104,7 +104,7 @@ def chair_totals(rows: pa.Table, match_colours: bool = True) -> tuple[ChairCount
     ``.chair_i`` and ``.chair_s`` are ratios of totals."""
     kept, everything = ChairCounts(), ChairCounts()
     names = ["kind", "status", "content", "captions", "boxes"]
-    for row in rows.select(names).to_pylist():
+    for row in (r for batch in rows.select(names).to_batches(max_chunksize=1024) for r in batch.to_pylist()):
         if row["kind"] != "object":
             continue
         labels = [(b or {}).get("label") or "" for b in row["boxes"] or []]
