@@ -1,7 +1,7 @@
 """Free ports for the servers the tests start (Ray nodes, moto, SeaweedFS) on 127.0.0.1.
 
 Single ports come from the kernel (bind to port 0), all held open together so none is handed out
-twice. A range of consecutive ports (Ray's worker ports) is taken *below* the kernel's ephemeral
+twice. A range of consecutive ports (Ray's worker ports) is taken *outside* the kernel's ephemeral
 range: a range inside it could contain a single port handed out a moment later, and Ray refuses
 to start a node whose components share a port.
 """
@@ -40,9 +40,10 @@ def ephemeral_range() -> tuple[int, int]:
 def free_port_range(n: int) -> int:
     """The first of ``n`` consecutive free ports that lie outside the ephemeral range."""
     low, high = ephemeral_range()
-    spans = [(lo, hi) for lo, hi in ((10000, low - 1), (high + 1, 65535)) if hi - lo + 1 >= n]
-    if not spans:
-        raise RuntimeError(f"no room for {n} ports outside the ephemeral range {low}-{high}")
+    # From 20000: below it is the worker range a local ``ray.init()`` uses (10002-19999).
+    spans = [(lo, hi) for lo, hi in ((20000, low - 1), (high + 1, 65535)) if hi - lo + 1 >= n]
+    if not spans:  # an unusual ephemeral range: anywhere, the kernel may then hand out one of ours
+        spans = [(20000, 65535)]
     for _ in range(100):
         lo, hi = spans[secrets.randbelow(len(spans))]
         base = lo + secrets.randbelow(hi - lo + 2 - n)
