@@ -123,7 +123,7 @@ def _forms_by_first_word() -> dict[str, list[tuple[tuple[str, ...], str]]]:
 def _ascii_spans(text: str) -> Iterable[tuple[int, int, str]]:
     """``(start, end, surface form)`` of every lexicon match in an ASCII ``text``: what
     ``_mention_re().finditer`` finds, by word lookup instead of a 200-way alternation (about
-    10x faster). A form can only start where a word starts (it begins with a letter after a word
+    6x faster, ``benchmarks/bench_lexicon.py``). A form can only start where a word starts (it begins with a letter after a word
     boundary), its words must be whole words (runs of word characters) in order with only
     whitespace between them, and matches do not overlap."""
     by_first = _forms_by_first_word()
