@@ -123,9 +123,9 @@ def _forms_by_first_word() -> dict[str, list[tuple[tuple[str, ...], str]]]:
 def _ascii_spans(text: str) -> Iterable[tuple[int, int, str]]:
     """``(start, end, surface form)`` of every lexicon match in an ASCII ``text``: what
     ``_mention_re().finditer`` finds, by word lookup instead of a 200-way alternation (about
-    6x faster, ``benchmarks/bench_lexicon.py``). A form can only start where a word starts (it begins with a letter after a word
-    boundary), its words must be whole words (runs of word characters) in order with only
-    whitespace between them, and matches do not overlap."""
+    6x faster, ``benchmarks/bench_lexicon.py``). A form can only start where a word starts (it
+    begins with a letter after a word boundary), its words must be whole words (runs of word
+    characters) in order with only whitespace between them, and matches do not overlap."""
     by_first = _forms_by_first_word()
     tokens = [(m.start(), m.end(), m.group(0).lower()) for m in _WORD_TOKEN_RE.finditer(text)]
     i = 0
