@@ -111,32 +111,19 @@ def find_embedding_columns(schema: pa.Schema, cfg: MetricsConfig) -> tuple[str |
     return (image if image in names else None), [t for t in texts or [] if t in names]
 
 
-def _vector_lengths(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """``(row of each vector, the vectors as one list array, their lengths)``."""
+def column_vectors(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(row index of each vector, vectors)`` of a vector or list-of-vectors column; null
+    vectors and vectors of a minority width are left out."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     rows = np.arange(len(arr))
     if _is_vector_list(arr.type):
         per_row = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
         rows = np.repeat(rows, per_row)
         arr = pc.list_flatten(arr)
-    return rows, arr, pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
-
-
-def majority_width(column: pa.ChunkedArray | pa.Array) -> int:
-    """The most common vector width of a vector or list-of-vectors column (0: none)."""
-    lengths = _vector_lengths(column)[2]
-    lengths = lengths[lengths > 0]
-    return int(Counter(lengths.tolist()).most_common(1)[0][0]) if lengths.size else 0
-
-
-def column_vectors(column: pa.ChunkedArray | pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(row index of each vector, vectors)`` of a vector or list-of-vectors column; null
-    vectors and vectors of another width than ``width`` (default: the column's majority width)
-    are left out."""
-    rows, arr, lengths = _vector_lengths(column)
-    width = majority_width(column) if width is None else width
-    if width == 0:
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    if lengths.size == 0 or lengths.max() == 0:
         return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
+    width = Counter(lengths[lengths > 0].tolist()).most_common(1)[0][0]
     keep = lengths == width
     flat = pc.list_flatten(arr.filter(pa.array(keep))).to_numpy(zero_copy_only=False)
     vectors = np.asarray(flat, dtype=np.float32).reshape(-1, width)
@@ -238,24 +225,17 @@ def _row_similarity(table: pa.Table, cfg: MetricsConfig) -> tuple[str, np.ndarra
     image_col, text_cols = find_embedding_columns(table.schema, cfg)
     if image_col is None or not text_cols:
         return None
-    width = majority_width(table[image_col])
-    if width == 0 or majority_width(table[text_cols[0]]) != width:
+    img_rows, img = column_vectors(table[image_col])
+    txt_rows, txt = column_vectors(table[text_cols[0]])
+    if img.size == 0 or txt.size == 0 or img.shape[1] != txt.shape[1]:
         return None
+    first_txt = np.full(table.num_rows, -1)
+    rows_with_text, first = np.unique(txt_rows, return_index=True)  # each row's first text
+    first_txt[rows_with_text] = first
+    has = first_txt[img_rows] >= 0
     sims = np.full(table.num_rows, np.nan)
-    offset = 0
-    # A batch at a time: the float32 copies of two embedding columns of every row were the
-    # largest part of the metrics' memory.
-    for batch in table.select([image_col, text_cols[0]]).to_batches(max_chunksize=8192):
-        img_rows, img = column_vectors(batch.column(0), width)
-        txt_rows, txt = column_vectors(batch.column(1), width)
-        if img.size and txt.size:
-            first_txt = np.full(batch.num_rows, -1)
-            rows_with_text, first = np.unique(txt_rows, return_index=True)  # each row's first text
-            first_txt[rows_with_text] = first
-            has = first_txt[img_rows] >= 0
-            pairs = unit_rows(img[has]) * unit_rows(txt[first_txt[img_rows[has]]])
-            sims[offset + img_rows[has]] = pairs.sum(axis=1)
-        offset += batch.num_rows
+    pairs = unit_rows(img[has]) * unit_rows(txt[first_txt[img_rows[has]]])
+    sims[img_rows[has]] = pairs.sum(axis=1)
     return f"cosine({image_col}, {text_cols[0]})", sims
 
 
