@@ -377,6 +377,8 @@ def write_release(
             "version": version,
             "schema_version": RECORD_FORMAT_VERSION,
             "placeholder_version": "v1",
+            # the token vocabulary the lint checked; the training loader checks with the same one
+            "placeholder_vocab": dict(sorted(vocab.items())),
             "code_version": code_version,
             "config_hash": config_hash,
             "inputs": [i.__dict__ for i in inputs],

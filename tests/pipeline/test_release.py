@@ -239,3 +239,17 @@ def test_every_shard_is_its_groups_rows_in_order(tmp_path: Path, examples_dir: P
         split += len(paths) > 1
     assert len(groups) >= 3 and split >= 1
     assert sum(s["rows"] for s in result.manifest["shards"] if s["format"] == "parquet") == table.num_rows
+
+
+def test_the_manifest_records_the_token_vocabulary_the_loader_checks_with(tmp_path: Path) -> None:
+    from pipeline.training.release_shards import open_release
+
+    manifest = make_manifest(tmp_path)
+    table = run_stages(read_inputs([manifest], 1 << 20), [PlaceholderLint()]).table
+    vocab = {"image": 16384, "audio": 4096, "video": 8192}
+    result = write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
+                           inputs=[InputFingerprint(manifest, *fingerprint_input(manifest))],
+                           config_hash="c", code_version="t", vocab=vocab)
+    assert result.manifest["placeholder_vocab"] == {"audio": 4096, "image": 16384, "video": 8192}
+    assert open_release(result.uri).vocab() == vocab
+    assert open_release(result.uri).vocab({"image": 1}) == {"image": 1, "audio": 8192, "video": 8192}
