@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,7 @@ from pydantic import Field
 
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
+from stages.counterfactuals import Kind as CounterfactualKind
 from stages.counterfactuals import counterfactuals
 from stages.decode_media import IMAGE_COLUMNS, geometric_transform, image_spec
 from stages.object_lexicon import caption_texts, strip_markup
@@ -66,7 +67,7 @@ class ClipScoreParams(ScorerParams):
     min_box_score: float | None = Field(None, ge=-1, le=1)
     min_video_score: float | None = Field(None, ge=-1, le=1, description="on the frame mean")
     min_document_score: float | None = Field(None, ge=-1, le=1, description="lowest best")
-    counterfactuals: list[Literal["size", "colour", "object", "spatial"]] = Field(
+    counterfactuals: list[CounterfactualKind] = Field(
         default_factory=list, description="object captions: attribute changes each caption is "
         "checked against (stages.counterfactuals); use only attributes the model knows")
     counterfactual_margin: float = Field(0.02, ge=0, le=2, description="reject a caption that "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 from stages.caption_edits import (
     BASIC_COLOURS,
@@ -37,8 +37,8 @@ from stages.caption_edits import (
 )
 from stages.object_lexicon import find_object_mentions, plural
 
-Kind = Literal["size", "colour", "object", "spatial"]
-KINDS: tuple[str, ...] = ("size", "colour", "object", "spatial")
+Kind = Literal["size", "colour", "object", "spatial"]  # clip_score's ``counterfactuals`` param
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class Counterfactual(NamedTuple):
