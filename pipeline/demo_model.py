@@ -223,16 +223,6 @@ def _multi_positive_nll(logits: Any, positive: Any) -> Any:
     return (torch.logsumexp(logits, 1) - torch.logsumexp(masked, 1)).mean()
 
 
-def pick_train_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA device")
-    return name
-
-
 def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, threads: int = 2,
           negatives: int = 3, init: Path | None = None, log_every: int = 100,
           device: str = "cpu", workers: int = 0, image_size: int = IMAGE_SIZE,
@@ -248,7 +238,13 @@ def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, thre
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
-    device = pick_train_device(device)
+    from pipeline.models import normalise_pixels
+    from stages.scoring import pick_device
+
+    try:
+        device = pick_device(device)
+    except ValueError as err:
+        raise SystemExit(f"--device {err}") from None
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,8 +267,6 @@ def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, thre
         weights = load_file(str(init / "open_clip_model.safetensors"))
         model.load_state_dict({k: v.float() for k, v in weights.items()})
     model.to(device)
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
     sigmoid = torch.nn.Parameter(torch.tensor([math.log(10.0), -10.0], device=device))  # log scale, bias
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2] + [sigmoid]
@@ -284,7 +278,8 @@ def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, thre
         rate = lr * min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = rate
-        x = (pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+        x = normalise_pixels(pixels.to(device, non_blocking=True), open_clip.OPENAI_DATASET_MEAN,
+                             open_clip.OPENAI_DATASET_STD)
         key = key.to(device, non_blocking=True)
         positive = key[:batch, None] == key[None, :]
         with autocast:

@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,15 +219,21 @@ class OpenClipBundle:
     fill_color: int
 
     def model_input(self, pixels: Any) -> Any:
-        """uint8 ``(N, H, W, 3)`` pixels (a torch tensor, already through ``decode_media``'s
-        geometric transform) -> the model's normalised float ``(N, 3, H, W)`` input, on the
-        pixels' device. The one place the scorers, the similarity and the demo evaluation
-        turn pixels into model input, so their scores agree."""
-        import torch
+        """:func:`normalise_pixels` with this model's mean and std. The one place the scorers,
+        the similarity and the demo evaluation turn pixels into model input, so their scores
+        agree."""
+        return normalise_pixels(pixels, self.mean, self.std)
 
-        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
-        return (pixels.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+def normalise_pixels(pixels: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """uint8 ``(N, H, W, 3)`` pixels (a torch tensor, already through ``decode_media``'s
+    geometric transform) -> normalised float ``(N, 3, H, W)`` model input, on the pixels' device.
+    The demo model trains on exactly this input."""
+    import torch
+
+    mean_t = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
 
 
 def open_clip_config(path: Path) -> dict[str, Any]:

@@ -75,10 +75,14 @@ def load_scorer(p: ModelParams, loader: Callable[[Path, str], Any]) -> tuple[str
 
 
 def pick_device(device: str) -> str:
+    """``auto``: CUDA when torch sees a device, else the CPU. A CUDA device that torch does not
+    see is a clear error here, not an obscure one at the first tensor moved there."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{device}: torch sees no CUDA device")
     return device
 
 

@@ -21,7 +21,7 @@ from schemas.reason_codes import ReasonCode
 from stages.clip_score import ClipScore, row_texts
 from stages.decode_media import DecodeMedia, sample_video_frames, square_crop
 from stages.object_boxes import row_boxes_xyxy
-from stages.scoring import top_fraction_threshold, unit_features
+from stages.scoring import pick_device, top_fraction_threshold, unit_features
 from tests.stages.tiny_models import CLIP_IMAGE_SIZE, write_tiny_open_clip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -277,3 +277,12 @@ def test_negatives_filter_embeds_images_as_clip_score_does(world: pa.Table) -> N
         theirs = np.asarray(row["clip_image_emb"][0], np.float32)
         theirs /= np.linalg.norm(theirs)
         assert float(mine @ theirs) > 0.999, (row["id"], resolve_media_uri(ref["uri"], row["manifest_root"]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
+def test_a_cuda_device_torch_does_not_see_is_a_clear_error(tiny_clip: Path) -> None:
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="cuda: torch sees no CUDA device"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="cuda: torch sees no CUDA device"):
+        ClipScore({"checkpoint": str(tiny_clip), "device": "cuda"}).setup()
