@@ -82,8 +82,7 @@ def _rgb(bgr: np.ndarray | None, what: str) -> np.ndarray:
 
 def albumentations_loop(records: list[dict], root: Path, out: Path, decode: bool) -> float:
     """The same pixel work in a plain loop; returns seconds. ``decode=False``: transform only."""
-    # model_validate: mypy reads Field(<default>, ...) (no default= keyword) as a required field.
-    p = ObjectAugmentParams.model_validate({"media_out": str(out)})
+    p = ObjectAugmentParams(media_out=str(out))
     compose = build_compose(p.transforms, True, p.min_visibility, p.min_area, p.clip)
     arrays = [_rgb(cv2.imread(str(root / r["media"][0]["uri"])), r["media"][0]["uri"])
               for r in ([] if decode else records)]

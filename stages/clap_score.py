@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class ClapScoreParams(ScorerParams):
-    min_score: float | None = Field(None, ge=-1, le=1, description="lowest allowed clip score")
+    min_score: float | None = Field(default=None, ge=-1, le=1, description="lowest allowed clip score")
     segment_text: Literal["subtitles", "content"] = "subtitles"
 
 

@@ -62,15 +62,15 @@ _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 
 
 class ClipScoreParams(ScorerParams):
-    box_text: str = Field("a photo of a {label}.", description="text of a box crop")
-    min_caption_score: float | None = Field(None, ge=-1, le=1)
-    min_box_score: float | None = Field(None, ge=-1, le=1)
-    min_video_score: float | None = Field(None, ge=-1, le=1, description="on the frame mean")
-    min_document_score: float | None = Field(None, ge=-1, le=1, description="lowest best")
+    box_text: str = Field(default="a photo of a {label}.", description="text of a box crop")
+    min_caption_score: float | None = Field(default=None, ge=-1, le=1)
+    min_box_score: float | None = Field(default=None, ge=-1, le=1)
+    min_video_score: float | None = Field(default=None, ge=-1, le=1, description="on the frame mean")
+    min_document_score: float | None = Field(default=None, ge=-1, le=1, description="lowest best")
     counterfactuals: list[CounterfactualKind] = Field(
         default_factory=list, description="object captions: attribute changes each caption is "
         "checked against (stages.counterfactuals); use only attributes the model knows")
-    counterfactual_margin: float = Field(0.02, ge=0, le=2, description="reject a caption that "
+    counterfactual_margin: float = Field(default=0.02, ge=0, le=2, description="reject a caption that "
                                          "an alternative outscores by more than this")
 
 

@@ -172,19 +172,19 @@ def decode_audio(data: bytes, uri: str, rate: int, start_us: int, duration_us: i
 class DecodeMediaParams(StageParams):
     """How images, frames and audio are decoded; image settings must match the CLIP model."""
 
-    images: bool = Field(True, description="decode images, box crops and video frames")
-    image_size: int = Field(224, ge=8, le=1024, description="side of the square model input")
+    images: bool = Field(default=True, description="decode images, box crops and video frames")
+    image_size: int = Field(default=224, ge=8, le=1024, description="side of the square model input")
     resize_mode: Literal["shortest", "longest", "squash"] = Field(
-        "shortest", description="open_clip resize mode of the model's preprocess config")
+        default="shortest", description="open_clip resize mode of the model's preprocess config")
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
-    fill_color: int = Field(0, ge=0, le=255, description="padding grey level ('longest')")
-    box_crops: bool = Field(True, description="crop every box of object rows")
-    crop_margin: float = Field(0.1, ge=0, le=1, description="crop margin, share of box side")
-    video_frames: int = Field(8, ge=1, le=256, description="frames sampled per segment")
-    audio: bool = Field(True, description="decode audio refs")
-    audio_sample_rate: int = Field(48_000, ge=1000, description="the CLAP model's rate")
-    max_audio_s: float = Field(10.0, gt=0, description="longest audio kept per ref")
-    max_media_bytes: int = Field(256 << 20, gt=0, description="larger media are rejected")
+    fill_color: int = Field(default=0, ge=0, le=255, description="padding grey level ('longest')")
+    box_crops: bool = Field(default=True, description="crop every box of object rows")
+    crop_margin: float = Field(default=0.1, ge=0, le=1, description="crop margin, share of box side")
+    video_frames: int = Field(default=8, ge=1, le=256, description="frames sampled per segment")
+    audio: bool = Field(default=True, description="decode audio refs")
+    audio_sample_rate: int = Field(default=48_000, ge=1000, description="the CLAP model's rate")
+    max_audio_s: float = Field(default=10.0, gt=0, description="longest audio kept per ref")
+    max_media_bytes: int = Field(default=256 << 20, gt=0, description="larger media are rejected")
 
 
 class DecodeMedia(Stage):

@@ -101,20 +101,21 @@ class Unit:
 
 class DocumentInterleaveParams(StageParams):
     placement: Literal["layout", "assign"] = Field(
-        "layout", description="layout: images stay where the layout puts them; assign: MMC4-style assignment")
+        default="layout", description="layout: images stay where the layout puts them; assign: MMC4-style assignment")
     similarity: Literal["clip", "shape_colour_rules"] = Field(
-        "clip", description="assign's image x sentence similarity; shape_colour_rules is a test/demo stand-in")
+        default="clip", description="assign's image x sentence similarity; shape_colour_rules is a test/demo stand-in")
     clip_checkpoint: str | None = Field(
-        None, description="similarity=clip: local dir, s3://bucket/prefix or hf:org/name")
+        default=None, description="similarity=clip: local dir, s3://bucket/prefix or hf:org/name")
     clip_checkpoint_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the checkpoint's weights file")
-    min_similarity: float = Field(0.15, description="assign: an image whose best sentence scores below this is dropped")
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the checkpoint's weights file")
+    min_similarity: float = Field(
+        default=0.15, description="assign: an image whose best sentence scores below this is dropped")
     assign_side: Literal["before", "after"] = Field(
-        "before", description="assign: the span goes right before or after its sentence")
+        default="before", description="assign: the span goes right before or after its sentence")
     max_tokens: int | None = Field(
-        None, gt=0, description="context budget; longer documents are split into windows (None: never)")
-    tokenizer: str = Field("whitespace", description="'whitespace' or the path of a tokenizers JSON file")
-    pad_tokens: int = Field(1, gt=0, description="pad tokens of a span whose media ref has no num_tokens")
+        default=None, gt=0, description="context budget; longer documents are split into windows (None: never)")
+    tokenizer: str = Field(default="whitespace", description="'whitespace' or the path of a tokenizers JSON file")
+    pad_tokens: int = Field(default=1, gt=0, description="pad tokens of a span whose media ref has no num_tokens")
 
     @model_validator(mode="after")
     def _clip_checkpoint(self) -> DocumentInterleaveParams:

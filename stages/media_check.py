@@ -96,9 +96,9 @@ def check_media_refs(
 
 
 class MediaCheckParams(StageParams):
-    verify_sha256: bool = Field(True, description="compare each ref's sha256 with the file's")
-    decode: bool = Field(True, description="decode images/audio/video headers to prove they are readable")
-    max_media_bytes: int = Field(1 << 30, gt=0, description="refuse to read a media object larger than this")
+    verify_sha256: bool = Field(default=True, description="compare each ref's sha256 with the file's")
+    decode: bool = Field(default=True, description="decode images/audio/video headers to prove they are readable")
+    max_media_bytes: int = Field(default=1 << 30, gt=0, description="refuse to read a media object larger than this")
 
 
 class MediaCheck(Stage):

@@ -155,17 +155,17 @@ class NegativesFilterParams(ModelParams):
     """Model (an open_clip checkpoint, as clip_score's), rules, mining and the per-batch
     false-negative limit."""
 
-    ratio: float = Field(0.95, gt=0, le=1, description="keep only s_neg < ratio * s_pos (lowest positive)")
-    ceiling: float = Field(0.75, ge=-1, le=1, description="keep only s_neg < ceiling")
-    margin: float | None = Field(None, ge=0, le=2, description="keep only s_pos - s_neg >= margin")
-    max_per_positive: int = Field(2, ge=1, description="kept negatives per positive pair (and side)")
-    mine_k: int = Field(4, ge=0, le=256, description="kNN candidates mined per anchor image (0: off)")
-    bank_path: str | None = Field(None, description="whole-dataset caption bank (Parquet); None: in-batch")
-    duplicate_text_cosine: float | None = Field(None, gt=0, le=1, description=(
+    ratio: float = Field(default=0.95, gt=0, le=1, description="keep only s_neg < ratio * s_pos (lowest positive)")
+    ceiling: float = Field(default=0.75, ge=-1, le=1, description="keep only s_neg < ceiling")
+    margin: float | None = Field(default=None, ge=0, le=2, description="keep only s_pos - s_neg >= margin")
+    max_per_positive: int = Field(default=2, ge=1, description="kept negatives per positive pair (and side)")
+    mine_k: int = Field(default=4, ge=0, le=256, description="kNN candidates mined per anchor image (0: off)")
+    bank_path: str | None = Field(default=None, description="whole-dataset caption bank (Parquet); None: in-batch")
+    duplicate_text_cosine: float | None = Field(default=None, gt=0, le=1, description=(
         "also a near-duplicate: cos(negative text, a positive caption) >= this (off: CLIP text embeddings "
         "of one-word edits are this close too)"))
-    duplicate_image_cosine: float | None = Field(None, gt=0, le=1, description="cos(edited, anchor image)")
-    max_false_negative_rate: float = Field(0.5, ge=0, le=1, description="per batch; above it is logged")
+    duplicate_image_cosine: float | None = Field(default=None, gt=0, le=1, description="cos(edited, anchor image)")
+    max_false_negative_rate: float = Field(default=0.5, ge=0, le=1, description="per batch; above it is logged")
 
 
 class NegativesFilter(Stage):

@@ -131,18 +131,19 @@ def stated_colour_caption(captions: list[str], label: str) -> str | None:
 class NegativesImageParams(StageParams):
     """Where edited images go and how objects are recoloured."""
 
-    media_out: str | None = Field(None, description="directory or s3:// prefix for edited images (required)")
-    max_per_row: int = Field(1, ge=1, le=16, description="objects recoloured per source row, one image each")
-    target_colours: tuple[str, ...] = Field(("red", "orange", "yellow", "green", "blue", "purple"),
+    media_out: str | None = Field(default=None, description="directory or s3:// prefix for edited images (required)")
+    max_per_row: int = Field(default=1, ge=1, le=16, description="objects recoloured per source row, one image each")
+    target_colours: tuple[str, ...] = Field(default=("red", "orange", "yellow", "green", "blue", "purple"),
                                             description=f"colours to recolour to; known: {', '.join(HUE_DEG)}")
-    min_hue_shift_deg: float = Field(60.0, ge=10, le=180)
-    avoid_named_colours: bool = Field(True, description="never recolour to a colour the caption names")
-    ring_px: int = Field(3, ge=1, description="width of the background ring outside the box")
-    min_colour_distance: float = Field(40.0, gt=0, description="BGR distance from the background of object pixels")
-    min_saturation: int = Field(50, ge=0, le=255, description="HSV saturation below which a pixel has no hue")
-    min_object_pixels: int = Field(30, ge=1, description="fewest chromatic object pixels worth recolouring")
+    min_hue_shift_deg: float = Field(default=60.0, ge=10, le=180)
+    avoid_named_colours: bool = Field(default=True, description="never recolour to a colour the caption names")
+    ring_px: int = Field(default=3, ge=1, description="width of the background ring outside the box")
+    min_colour_distance: float = Field(
+        default=40.0, gt=0, description="BGR distance from the background of object pixels")
+    min_saturation: int = Field(default=50, ge=0, le=255, description="HSV saturation below which a pixel has no hue")
+    min_object_pixels: int = Field(default=30, ge=1, description="fewest chromatic object pixels worth recolouring")
     seed: int = 0
-    png_compression: int = Field(1, ge=0, le=9)
+    png_compression: int = Field(default=1, ge=0, le=9)
 
 
 class NegativesImage(Stage):

@@ -124,15 +124,15 @@ class NegativesLlmParams(StageParams):
 
     endpoint: str = Field(pattern=r"^https?://", description="API base of an OpenAI-compatible server, e.g. .../v1")
     model: str = Field(min_length=1, description="model name the server serves")
-    api_key_env: str | None = Field(None, description="environment variable with the bearer token")
+    api_key_env: str | None = Field(default=None, description="environment variable with the bearer token")
     system_prompt: str = DEFAULT_PROMPT
-    per_caption: int = Field(1, ge=1, le=8, description="answers asked for per caption (n)")
-    max_captions: int = Field(4, ge=1, description="captions per row sent to the endpoint")
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(64, ge=1)
+    per_caption: int = Field(default=1, ge=1, le=8, description="answers asked for per caption (n)")
+    max_captions: int = Field(default=4, ge=1, description="captions per row sent to the endpoint")
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=64, ge=1)
     seed: int | None = 0
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(2, ge=0, le=10)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
     kinds: tuple[str, ...] = ("object",)
 
 

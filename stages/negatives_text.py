@@ -64,10 +64,10 @@ def text_negatives(captions: list[str], strategies: tuple[Strategy, ...], max_pe
 class NegativesTextParams(StageParams):
     """Which strategies, how many per caption, on which kinds."""
 
-    strategies: tuple[Strategy, ...] = Field(tuple(STRATEGIES), description="strategies to try, all by default")
-    max_per_caption: int = Field(3, ge=1, le=16, description="negatives made per positive caption")
-    kinds: tuple[str, ...] = Field(("object",), description="row kinds whose captions get negatives")
-    seed: int = Field(0, description="seed of the strategy rotation and the word choices")
+    strategies: tuple[Strategy, ...] = Field(default=tuple(STRATEGIES), description="strategies to try, all by default")
+    max_per_caption: int = Field(default=3, ge=1, le=16, description="negatives made per positive caption")
+    kinds: tuple[str, ...] = Field(default=("object",), description="row kinds whose captions get negatives")
+    seed: int = Field(default=0, description="seed of the strategy rotation and the word choices")
 
 
 class NegativesText(Stage):

@@ -86,10 +86,10 @@ class ObjectAnchorParams(StageParams):
     """Anchoring settings."""
 
     untagged_mentions: Literal["ignore", "when_tagged", "always"] = Field(
-        "when_tagged",
+        default="when_tagged",
         description="reject a box label mentioned but never tagged: never, only when the "
         "content uses <box> tags at all (default), or always")
-    case_sensitive: bool = Field(False, description="compare tag and box labels case-sensitively")
+    case_sensitive: bool = Field(default=False, description="compare tag and box labels case-sensitively")
 
 
 class ObjectAnchor(Stage):

@@ -123,21 +123,21 @@ def encode_image(image: np.ndarray, fmt: str, png_compression: int, jpeg_quality
 class ObjectAugmentParams(StageParams):
     """Augmentation settings. ``media_out`` is required (a directory path or s3:// prefix)."""
 
-    media_out: str | None = Field(None, description="where augmented images are written")
-    copies: int = Field(1, ge=0, le=64, description="augmented rows per source row")
-    seed: int = Field(0, description="stage seed; each row's seed derives from it and the row id")
-    transforms: tuple[TransformSpec, ...] = Field(DEFAULT_TRANSFORMS, description=(
+    media_out: str | None = Field(default=None, description="where augmented images are written")
+    copies: int = Field(default=1, ge=0, le=64, description="augmented rows per source row")
+    seed: int = Field(default=0, description="stage seed; each row's seed derives from it and the row id")
+    transforms: tuple[TransformSpec, ...] = Field(default=DEFAULT_TRANSFORMS, description=(
         "albumentations transforms in order; default: HorizontalFlip p=0.5, Affine (scale "
         "0.9-1.1, translate 5%, rotate 5 deg) p=0.5, RandomBrightnessContrast p=0.3"))
-    min_visibility: float = Field(0.3, ge=0, le=1, description="BboxParams.min_visibility")
-    min_area: float = Field(16.0, ge=0, description="BboxParams.min_area in square pixels")
-    clip: bool = Field(True, description="BboxParams.clip: clip moved boxes to the image")
-    rewrite_captions: bool = Field(True, description="swap left/right (above/below) words of "
+    min_visibility: float = Field(default=0.3, ge=0, le=1, description="BboxParams.min_visibility")
+    min_area: float = Field(default=16.0, ge=0, description="BboxParams.min_area in square pixels")
+    clip: bool = Field(default=True, description="BboxParams.clip: clip moved boxes to the image")
+    rewrite_captions: bool = Field(default=True, description="swap left/right (above/below) words of "
                                    "mirrored rows; off only to prove the spatial check")
-    max_attempts: int = Field(3, ge=1, description="redraws when a draw drops or degenerates a box")
-    image_format: Literal["png", "jpg"] = Field("png", description="format of written images")
-    png_compression: int = Field(1, ge=0, le=9, description="PNG zlib level (1: fast)")
-    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality")
+    max_attempts: int = Field(default=3, ge=1, description="redraws when a draw drops or degenerates a box")
+    image_format: Literal["png", "jpg"] = Field(default="png", description="format of written images")
+    png_compression: int = Field(default=1, ge=0, le=9, description="PNG zlib level (1: fast)")
+    jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality")
 
 
 class ObjectAugment(Stage):

@@ -190,11 +190,11 @@ class ObjectBoxesParams(StageParams):
     """Box validation settings (pixels)."""
 
     outside_tolerance_px: float = Field(
-        1.0, ge=0, description="how far a box may reach outside the image before it is rejected")
-    min_side_px: float = Field(1.0, gt=0, description="smallest allowed box width and height")
-    clip_to_image: bool = Field(True, description="clip boxes_xyxy to the image (within tolerance)")
+        default=1.0, ge=0, description="how far a box may reach outside the image before it is rejected")
+    min_side_px: float = Field(default=1.0, gt=0, description="smallest allowed box width and height")
+    clip_to_image: bool = Field(default=True, description="clip boxes_xyxy to the image (within tolerance)")
     read_missing_size: bool = Field(
-        True, description="read the image header when the image ref has no width/height")
+        default=True, description="read the image header when the image ref has no width/height")
 
 
 class ObjectBoxes(Stage):

@@ -120,12 +120,12 @@ class ObjectHallucinationParams(StageParams):
     """CHAIR thresholds; a sample is rejected when a rate is strictly above its maximum."""
 
     max_chair_s: float = Field(
-        0.0, ge=0, le=1, description="largest allowed share of the sample's captions with a "
+        default=0.0, ge=0, le=1, description="largest allowed share of the sample's captions with a "
         "hallucination (0: any caption naming an absent object rejects the sample)")
     max_chair_i: float = Field(
-        1.0, ge=0, le=1, description="largest allowed share of hallucinated object mentions")
+        default=1.0, ge=0, le=1, description="largest allowed share of hallucinated object mentions")
     match_colours: bool = Field(
-        True, description="a mention's colour words must match a box of that object")
+        default=True, description="a mention's colour words must match a box of that object")
 
 
 class ObjectHallucination(Stage):

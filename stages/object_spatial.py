@@ -185,13 +185,13 @@ class ObjectSpatialParams(StageParams):
     """Spatial consistency settings."""
 
     relation_margin_px: float = Field(
-        2.0, ge=0, description="a relative relation is contradicted only beyond this many pixels")
+        default=2.0, ge=0, description="a relative relation is contradicted only beyond this many pixels")
     absolute_band: float = Field(
-        0.1, ge=0, le=0.5,
+        default=0.1, ge=0, le=0.5,
         description="half-width (fraction of the image) of the centre band where absolute "
         "left/right/top/bottom claims are not judged")
-    check_depth: bool = Field(True, description="check 'in front of'/'behind' (ground-plane rule)")
-    check_orientation: bool = Field(True, description="apply the laterality orientation rule")
+    check_depth: bool = Field(default=True, description="check 'in front of'/'behind' (ground-plane rule)")
+    check_orientation: bool = Field(default=True, description="apply the laterality orientation rule")
 
 
 class ObjectSpatial(Stage):

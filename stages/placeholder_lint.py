@@ -23,9 +23,9 @@ def lint_verdicts(rows: pa.Table, linter: PlaceholderLinter) -> list[Violation |
 
 
 class PlaceholderLintParams(StageParams):
-    image_vocab_size: int = Field(DEFAULT_VOCAB, gt=0, description="ids of <IMG_TK_n> must be below this")
-    audio_vocab_size: int = Field(DEFAULT_VOCAB, gt=0, description="ids of <AUD_TK_n> must be below this")
-    video_vocab_size: int = Field(DEFAULT_VOCAB, gt=0, description="ids of <VID_TK_n> must be below this")
+    image_vocab_size: int = Field(default=DEFAULT_VOCAB, gt=0, description="ids of <IMG_TK_n> must be below this")
+    audio_vocab_size: int = Field(default=DEFAULT_VOCAB, gt=0, description="ids of <AUD_TK_n> must be below this")
+    video_vocab_size: int = Field(default=DEFAULT_VOCAB, gt=0, description="ids of <VID_TK_n> must be below this")
 
 
 class PlaceholderLint(Stage):

@@ -104,12 +104,12 @@ class ModelParams(StageParams):
     """Model and device settings of every stage that runs a model (scorers, negatives_filter)."""
 
     checkpoint: str = Field(description="local dir, s3://bucket/prefix or hf:org/name")
-    checkpoint_sha256: str | None = Field(None, pattern=SHA256_PATTERN,
+    checkpoint_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN,
                                           description="sha256 of the weights file")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    fp16: bool = Field(True, description="fp16 autocast on CUDA (ignored on CPU)")
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
-    forward_batch: int = Field(256, ge=1, description="inputs per model forward")
+    fp16: bool = Field(default=True, description="fp16 autocast on CUDA (ignored on CPU)")
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads per actor")
+    forward_batch: int = Field(default=256, ge=1, description="inputs per model forward")
 
     @model_validator(mode="after")
     def _checkpoint_exists(self) -> ModelParams:
@@ -120,7 +120,7 @@ class ModelParams(StageParams):
 class ScorerParams(ModelParams):
     """Model, device and threshold settings common to the scorers."""
 
-    max_feature_norm: float = Field(1e4, gt=0, description="features are clipped to this norm")
+    max_feature_norm: float = Field(default=1e4, gt=0, description="features are clipped to this norm")
     keep_top_fraction: float | None = Field(
-        None, gt=0, le=1, description="keep this top share of each batch per kind (DataComp)")
-    release_decoded: bool = Field(True, description="null the decoded columns once used")
+        default=None, gt=0, le=1, description="keep this top share of each batch per kind (DataComp)")
+    release_decoded: bool = Field(default=True, description="null the decoded columns once used")

@@ -149,24 +149,24 @@ def shifted_window(start_us: int, duration_us: int, clip_us: int, guard_us: int,
 
 
 class SegmentAlignParams(StageParams):
-    method: dtw.DtwMethod = Field("exact", description="exact banded DTW or fastdtw")
-    band_us: int = Field(1_000_000, gt=0, description="exact: band half-width")
-    radius: int = Field(10, ge=1, description="fastdtw radius")
-    fastdtw_pure_ok: bool = Field(False, description="accept the slow pure-Python fastdtw")
-    max_whole_us: int = Field(60_000_000, gt=0, description="longer segments: long_mode")
+    method: dtw.DtwMethod = Field(default="exact", description="exact banded DTW or fastdtw")
+    band_us: int = Field(default=1_000_000, gt=0, description="exact: band half-width")
+    radius: int = Field(default=10, ge=1, description="fastdtw radius")
+    fastdtw_pure_ok: bool = Field(default=False, description="accept the slow pure-Python fastdtw")
+    max_whole_us: int = Field(default=60_000_000, gt=0, description="longer segments: long_mode")
     long_mode: Literal["chunk", "band"] = "chunk"
-    chunk_us: int = Field(30_000_000, gt=0)
-    chunk_overlap_us: int = Field(5_000_000, ge=0)
-    long_band_us: int = Field(2_000_000, gt=0, description="band of long_mode=band")
-    memory_quota_bytes: int = Field(256 * 2**20, gt=0, description="per worker")
-    max_downsample: int = Field(8, ge=1)
-    audio_hop_us: int = Field(20_000, gt=0)
-    n_mels: int = Field(64, gt=0)
+    chunk_us: int = Field(default=30_000_000, gt=0)
+    chunk_overlap_us: int = Field(default=5_000_000, ge=0)
+    long_band_us: int = Field(default=2_000_000, gt=0, description="band of long_mode=band")
+    memory_quota_bytes: int = Field(default=256 * 2**20, gt=0, description="per worker")
+    max_downsample: int = Field(default=8, ge=1)
+    audio_hop_us: int = Field(default=20_000, gt=0)
+    n_mels: int = Field(default=64, gt=0)
     audio_feature: AudioFeatureKind = "logmel"
-    position_weight_per_s: float = Field(0.5, ge=0, description="pull toward the diagonal")
-    negative_guard_us: int = Field(1_000_000, ge=0)
+    position_weight_per_s: float = Field(default=0.5, ge=0, description="pull toward the diagonal")
+    negative_guard_us: int = Field(default=1_000_000, ge=0)
     seed: int = 0
-    max_media_bytes: int = Field(2 * 1024**3, gt=0)
+    max_media_bytes: int = Field(default=2 * 1024**3, gt=0)
 
 
 class SegmentAlign(Stage):

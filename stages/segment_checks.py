@@ -87,19 +87,19 @@ def check_finite(name: str, values: np.ndarray, explode_abs: float) -> Verdict |
 
 
 class SegmentChecksParams(StageParams):
-    audio_hop_us: int = Field(20_000, gt=0, description="audio feature hop")
-    n_mels: int = Field(64, gt=0)
+    audio_hop_us: int = Field(default=20_000, gt=0, description="audio feature hop")
+    n_mels: int = Field(default=64, gt=0)
     audio_feature: AudioFeatureKind = "logmel"
-    max_offset_us: int = Field(500_000, ge=0, description="A/V offset tolerance")
-    max_lag_us: int = Field(5_000_000, gt=0, description="largest offset searched")
-    min_offset_score: float = Field(0.1, description="weaker correlation: offset not judged")
-    silence_dbfs: float = Field(-60.0, description="95th percentile frame RMS below: silent")
-    noise_flatness: float = Field(0.3, gt=0, le=1,
+    max_offset_us: int = Field(default=500_000, ge=0, description="A/V offset tolerance")
+    max_lag_us: int = Field(default=5_000_000, gt=0, description="largest offset searched")
+    min_offset_score: float = Field(default=0.1, description="weaker correlation: offset not judged")
+    silence_dbfs: float = Field(default=-60.0, description="95th percentile frame RMS below: silent")
+    noise_flatness: float = Field(default=0.3, gt=0, le=1,
                                   description="median flatness of the loudest frames above: noise")
-    black_luma: float = Field(8.0, ge=0, description="brightest frame's mean grey below: black")
-    frozen_motion: float = Field(0.05, ge=0, description="max motion energy below: frozen")
-    explode_abs: float = Field(1e6, gt=0)
-    max_media_bytes: int = Field(2 * 1024**3, gt=0)
+    black_luma: float = Field(default=8.0, ge=0, description="brightest frame's mean grey below: black")
+    frozen_motion: float = Field(default=0.05, ge=0, description="max motion energy below: frozen")
+    explode_abs: float = Field(default=1e6, gt=0)
+    max_media_bytes: int = Field(default=2 * 1024**3, gt=0)
 
 
 def audio_verdict(audio: AudioFeatures, p: SegmentChecksParams) -> Verdict | None:
