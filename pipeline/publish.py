@@ -176,7 +176,6 @@ class Publisher:
         dated version (``pipeline.versions.moves_latest``)."""
         from pipeline.versions import moves_latest
 
-
         body = self.get(key)
         current = None if body is None else body.decode("utf-8", "replace").strip()
         if not moves_latest(current, version):
