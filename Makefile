@@ -46,7 +46,7 @@ bench: install
 
 # mypy's files and settings are in pyproject.toml ([tool.mypy]).
 lint: install
-	$(BIN)/ruff check pipeline stages schemas tests benchmarks
+	$(BIN)/ruff check access pipeline stages schemas tests benchmarks
 	$(BIN)/mypy
 
 clean:

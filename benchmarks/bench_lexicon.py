@@ -25,7 +25,7 @@ from benchmarks._result import report  # noqa: E402
 
 
 def corpus(n: int) -> list[str]:
-    from pipeline.sample_world import generate_world
+    from pipeline.world import generate_world
 
     with tempfile.TemporaryDirectory(prefix="xmodal-bench-lexicon-") as tmp:
         generate_world(Path(tmp), n=n, fault_rate=0.1, seed=0)

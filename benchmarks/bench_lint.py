@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.json as pajson
 
 from benchmarks._result import report
-from pipeline.lint import lint_shard
+from pipeline.release.lint import lint_shard
 from schemas.placeholders import PlaceholderLinter, span
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 cv2.setNumThreads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.ingest import parse_manifest_bytes  # noqa: E402
+from pipeline.run.ingest import parse_manifest_bytes  # noqa: E402
 from stages.object_augment import (  # noqa: E402
     ObjectAugment,
     ObjectAugmentParams,

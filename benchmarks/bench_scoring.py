@@ -50,8 +50,8 @@ DEMO = ROOT / "models" / "demo-clip"
 
 def decoded_objects(n: int, seed: int = 0) -> pa.Table:
     """``n`` object rows of the sample world, decoded as the demo model wants them."""
-    from pipeline.local_runner import read_inputs, run_stages
-    from pipeline.sample_world.objects import build_object_record, plan_object_scene
+    from pipeline.run.local_runner import read_inputs, run_stages
+    from pipeline.world.objects import build_object_record, plan_object_scene
     from stages.decode_media import DecodeMedia
 
     out = Path(tempfile.mkdtemp(prefix="xmodal-bench-"))
@@ -72,7 +72,7 @@ def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int, device: st
     stage does, synchronised before the clock stops)."""
     import torch
 
-    from pipeline.models import load_open_clip
+    from access.models import load_open_clip
     from stages.clip_score import row_texts
     from stages.scoring import autocast
 
@@ -129,8 +129,8 @@ def stage_seconds(table: pa.Table, batch: int, threads: int, device: str = "cpu"
     consumed to the last batch with ``iter_batches``; Ray must be initialised."""
     import ray.data
 
-    from pipeline.config import ResourceOverride, StageSpec
-    from pipeline.ray_runner import map_batches_kwargs
+    from pipeline.run.config import ResourceOverride, StageSpec
+    from pipeline.run.ray_runner import map_batches_kwargs
 
     resources: dict[str, Any] = {"num_cpus": 1, "actors": (1, 1), "batch_size": batch}
     if device == "cuda":

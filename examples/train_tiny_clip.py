@@ -2,7 +2,7 @@
 mixup + a consistency loss, and report R@1 on held-out image-text pairs.
 
 The model, its reduced BPE vocabulary and the image preprocessing are the demo trainer's
-(``pipeline.demo_model``); the data come from a release through ``ReleaseDataset`` (object
+(``pipeline.demo_models.clip_train``); the data come from a release through ``ReleaseDataset`` (object
 records, placeholder spans and images checked, split into train and held-out by a hash of the id).
 
 - ``baseline``: symmetric InfoNCE; identical captions in a batch count as positives.
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 
-from pipeline.demo_model import IMAGE_SIZE, INTERPOLATION, MODEL_CFG, RESIZE_MODE, reduced_bpe, to_model_pixels
+from pipeline.demo_models.clip_train import IMAGE_SIZE, INTERPOLATION, MODEL_CFG, RESIZE_MODE, reduced_bpe, to_model_pixels
 from pipeline.training.loader import ReleaseDataset, Sample
 from pipeline.training.losses import EmbeddingConsistencyLoss, InfoNCELoss, add_weighted
 from pipeline.training.mixup import MixedBatch, MixupCollate, mix_features, mixup_targets
@@ -180,9 +180,9 @@ def recall_at_1(model: Any, tokenizer: Any, images: torch.Tensor, texts: list[st
 
 def build_release(n: int, workdir: Path, seed: int) -> str:
     """A release of a freshly generated sample world, made in-process (no Ray)."""
-    from pipeline.config import parse_config
-    from pipeline.run import run_config
-    from pipeline.sample_world import generate_world
+    from pipeline.run.config import parse_config
+    from pipeline.build import run_config
+    from pipeline.world import generate_world
 
     world = generate_world(workdir / "world", n=n, fault_rate=0.05, seed=seed)
     cfg = parse_config({"dataset": "sample-world", "version": "train", "inputs": [str(world.manifest_path)],

@@ -28,18 +28,15 @@ EXAMPLES = {
 # Modules that add their own commands: each defines ``register_cli(add)`` where
 # ``add(name, help, fn, example) -> argparse.ArgumentParser``; heavy imports stay inside ``fn``.
 COMMAND_MODULES: list[str] = [
-    "pipeline.jobs",
-    "pipeline.nightly",
-    "pipeline.mixing",
-    "pipeline.publish",
-    "pipeline.demo_model",
+    "pipeline.cluster.submit",
+    "pipeline.cluster.nightly",
+    "pipeline.training.mixing",
+    "pipeline.release.publish",
+    "pipeline.demo_models.clip_train",
 ]
 
 
-class UserError(Exception):
-    """An error the user can fix (bad argument, missing checkpoint, failed gate); command
-    modules raise it and ``main`` prints it without a traceback and exits 2."""
-
+from pipeline.errors import UserError
 
 CliError = UserError
 
@@ -71,8 +68,8 @@ def _load_rows(path: str, max_record_bytes: int) -> Any:
     """A manifest (JSONL/Parquet) or the rows.parquet written by an earlier ``xmodal stage``."""
     import pyarrow.parquet as pq
 
-    from pipeline.io import filesystem_for
-    from pipeline.local_runner import read_inputs
+    from access.io import filesystem_for
+    from pipeline.run.local_runner import read_inputs
 
     if path.endswith(".parquet"):
         fs, p = filesystem_for(path)
@@ -83,7 +80,7 @@ def _load_rows(path: str, max_record_bytes: int) -> Any:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from pipeline.sample_world import generate_world
+    from pipeline.world import generate_world
 
     summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed)
     print(summary)
@@ -93,7 +90,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from pipeline.local_runner import read_inputs, run_stages
+    from pipeline.run.local_runner import read_inputs, run_stages
     from stages.registry import MODEL_FREE_CHECKS, get_stage_class
 
     names = args.stages.split(",") if args.stages else MODEL_FREE_CHECKS
@@ -111,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from pipeline.local_runner import run_stages
+    from pipeline.run.local_runner import run_stages
     from stages.registry import get_stage_class
 
     cls = get_stage_class(args.name)
@@ -120,7 +117,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     try:
         stage = cls(_parse_sets(args.set))
     except ValidationError as err:
-        from pipeline.ingest import describe_validation_error
+        from pipeline.run.ingest import describe_validation_error
 
         raise CliError(f"stage {args.name}: {describe_validation_error(err)}") from None
     run = run_stages(_load_rows(args.input, args.max_record_bytes), [stage])
@@ -133,8 +130,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.run import run_config
+    from pipeline.run.config import load_config
+    from pipeline.build import run_config
 
     cfg = load_config(args.config)
     result = run_config(cfg, local=args.local)
@@ -149,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from pipeline.lint import lint_path
+    from pipeline.release.lint import lint_path
 
     vocab = {"image": args.image_vocab, "audio": args.audio_vocab, "video": args.video_vocab}
     shards, findings = lint_path(args.path, vocab)
@@ -234,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from pipeline.config import ConfigError
-    from pipeline.release import ReleaseError
+    from pipeline.run.config import ConfigError
+    from pipeline.release.writer import ReleaseError
     from stages.registry import UnknownStageError
 
     try:

@@ -3,8 +3,8 @@
 A stage receives a ``pyarrow.Table`` batch and returns one. Only rows whose ``status`` is ``ok``
 reach :meth:`Stage.process`; the others pass through untouched. Rows are never dropped: a stage
 rejects a row with :func:`reject_rows`, and a stage that fans out appends rows whose
-``parent_id`` names the source row. Nothing here knows Ray: ``pipeline.ray_runner`` turns
-``Stage.resources`` into ``map_batches`` arguments and ``pipeline.local_runner`` calls the stage
+``parent_id`` names the source row. Nothing here knows Ray: ``pipeline.run.ray_runner`` turns
+``Stage.resources`` into ``map_batches`` arguments and ``pipeline.run.local_runner`` calls the stage
 in-process.
 """
 

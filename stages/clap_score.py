@@ -91,7 +91,7 @@ class ClapScore(Stage):
     error_code: ClassVar[ReasonCode] = ReasonCode.FUSION
 
     def setup(self) -> None:
-        from pipeline.models import load_clap
+        from access.models import load_clap
 
         p: ClapScoreParams = self.params  # type: ignore[assignment]
         self.device, self.bundle = load_scorer(p, load_clap)

@@ -118,7 +118,7 @@ class ClipScore(Stage):
     error_code: ClassVar[ReasonCode] = ReasonCode.FUSION
 
     def setup(self) -> None:
-        from pipeline.models import load_open_clip
+        from access.models import load_open_clip
 
         p: ClipScoreParams = self.params  # type: ignore[assignment]
         self.device, self.bundle = load_scorer(p, load_open_clip)

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from pipeline.io import read_bytes, resolve_media_uri
+from access.io import read_bytes, resolve_media_uri
 from schemas.placeholders import span
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
@@ -123,7 +123,7 @@ class DocumentInterleaveParams(StageParams):
             if not self.clip_checkpoint:
                 raise ValueError("placement=assign with similarity=clip needs clip_checkpoint "
                                  "(or similarity=shape_colour_rules, the test/demo stand-in)")
-            from pipeline.models import resolve_checkpoint
+            from access.models import resolve_checkpoint
 
             resolve_checkpoint(self.clip_checkpoint, self.clip_checkpoint_sha256)  # fails fast, before data
         return self

@@ -4,7 +4,7 @@ A :data:`Similarity` takes RGB uint8 images (``H x W x 3``) and sentences and re
 ``(images, sentences)`` float matrix, higher = more alike. Two are available:
 
 * ``clip``: :class:`ClipSimilarity`, an open_clip checkpoint loaded and preprocessed as the
-  ``clip_score`` stage does (``pipeline.models``), imported lazily so that the layout
+  ``clip_score`` stage does (``access.models``), imported lazily so that the layout
   placement never loads torch;
 * ``shape_colour_rules``: :func:`shape_colour_similarity`, a transparent rule-based
   **test/demo stand-in**, not a model. It reads one dominant shape from the pixels (colour,
@@ -121,7 +121,7 @@ class ClipSimilarity:
     uses: ``decode_media``'s geometric transform, the model's mean/std, norm-clipped features."""
 
     def __init__(self, checkpoint: str, sha256: str | None = None, device: str = "auto") -> None:
-        from pipeline.models import load_open_clip, resolve_checkpoint
+        from access.models import load_open_clip, resolve_checkpoint
         from stages.decode_media import geometric_transform
         from stages.scoring import pick_device
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.io import MediaPathError, filesystem_for, read_bytes, resolve_media_uri
+from access.io import MediaPathError, filesystem_for, read_bytes, resolve_media_uri
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 

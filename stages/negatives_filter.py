@@ -19,7 +19,7 @@ with ``ERR_CROSS_MDL_HARD_NEG``, scores in ``reject_detail``. The cap and ``nega
 ``negative_batch_fn_rate`` are per batch (a rate above ``max_false_negative_rate`` is logged; the
 gate is :func:`~stages.negatives_mining.false_negative_gate`). A candidate whose image cannot be
 read is rejected with ``ERR_CROSS_MDL_MEDIA``; anchor rows pass unchanged. The model loads once
-per actor through ``pipeline.models``; ``clip_score``'s ``clip_image_emb`` is reused when its
+per actor through ``access.models``; ``clip_score``'s ``clip_image_emb`` is reused when its
 ``clip_model`` is this checkpoint.
 """
 
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from pipeline.io import MediaPathError, read_bytes, resolve_media_uri
+from access.io import MediaPathError, read_bytes, resolve_media_uri
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK, STATUS_REJECTED
 from stages.base import Resources, Stage, StageParams
@@ -64,13 +64,13 @@ BANK_COLUMNS = ("id", "root_id", "image_key", "text", "embedding")
 
 
 class ClipEmbedder:
-    """An open_clip checkpoint loaded through ``pipeline.models``: unit-norm float32 embeddings
+    """An open_clip checkpoint loaded through ``access.models``: unit-norm float32 embeddings
     of texts and of images (open_clip's own eval transform, as ``decode_media`` prepares them)."""
 
     def __init__(self, params: ModelParams) -> None:
         from open_clip.transform import image_transform
 
-        from pipeline.models import load_open_clip
+        from access.models import load_open_clip
 
         self.device, self.bundle = load_scorer(params, load_open_clip)  # threads, device, checkpoint
         self.forward_batch, self.fp16 = params.forward_batch, params.fp16

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.io import read_bytes, resolve_media_uri, write_bytes
+from access.io import read_bytes, resolve_media_uri, write_bytes
 from schemas.records import STATUS_OK
 from stages.base import Resources, Stage, StageParams
 from stages.caption_edits import COLOUR_FAMILY, positive_captions, seeded_rng

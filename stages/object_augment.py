@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.io import read_bytes, resolve_media_uri, write_bytes
+from access.io import read_bytes, resolve_media_uri, write_bytes
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK
 from stages.base import Resources, Stage, StageParams

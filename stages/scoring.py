@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pipeline.models import SHA256_PATTERN, resolve_checkpoint
+from access.models import SHA256_PATTERN, resolve_checkpoint
 from stages.base import StageParams
 
 EMB_TYPE = pa.list_(pa.list_(pa.float16()))
@@ -65,7 +65,7 @@ def model_id(checkpoint: str, sha256: str | None) -> str:
 
 def load_scorer(p: ModelParams, loader: Callable[[Path, str], Any]) -> tuple[str, Any]:
     """Once per actor: torch threads, the device, and the verified checkpoint through
-    ``loader`` (``pipeline.models.load_open_clip`` or ``load_clap``). Returns (device, bundle)."""
+    ``loader`` (``access.models.load_open_clip`` or ``load_clap``). Returns (device, bundle)."""
     import torch
 
     if p.num_threads:

@@ -34,7 +34,7 @@ import pyarrow as pa
 from pydantic import Field
 from scipy.stats import kendalltau
 
-from pipeline.io import MediaPathError
+from access.io import MediaPathError
 from schemas.reason_codes import ReasonCode
 from stages import dtw
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.io import MediaPathError, resolve_media_uri
+from access.io import MediaPathError, resolve_media_uri
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 from stages.segment_features import (

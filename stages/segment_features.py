@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 from scipy.signal import correlate
 
-from pipeline.io import filesystem_for, read_bytes, resolve_media_uri
+from access.io import filesystem_for, read_bytes, resolve_media_uri
 
 US = 1_000_000
 AudioFeatureKind = Literal["logmel", "mfcc"]

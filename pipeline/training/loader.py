@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.io import read_bytes
+from access.io import read_bytes
 from pipeline.training.release_shards import (
     MalformedSampleError,
     OnError,

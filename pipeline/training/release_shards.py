@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import filesystem_for, read_bytes
+from access.io import filesystem_for, read_bytes
 from schemas.placeholders import DEFAULT_VOCAB, MODALITIES, PlaceholderLinter
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.local_runner import read_inputs, run_stages
+from pipeline.run.local_runner import read_inputs, run_stages
 from stages.registry import get_stage_class
 from tests.integration.example_world import write_world
 from tests.ports import free_port_range, free_ports

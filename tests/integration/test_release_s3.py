@@ -1,7 +1,7 @@
 """Releases to S3 on a real server (moto, server mode, 127.0.0.1): shards then manifest then
 ``latest``; no overwrite unless asked; multipart, skip and resume of interrupted uploads; retries
 with backoff while the server is down; a failed upload keeps its build and is finished by
-``python -m pipeline.publish``."""
+``python -m pipeline.release.publish``."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from typing import Any
 import boto3
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.gates import GateError
-from pipeline.ingest import fingerprint_input
-from pipeline.local_runner import read_inputs, run_stages
-from pipeline.publish import PublishError, UploadSettings, publish_directory, s3_client
-from pipeline.release import InputFingerprint, ReleaseError, write_release
-from pipeline.run import run_config
+from pipeline.run.config import parse_config
+from pipeline.release.gates import GateError
+from pipeline.run.ingest import fingerprint_input
+from pipeline.run.local_runner import read_inputs, run_stages
+from pipeline.release.publish import PublishError, UploadSettings, publish_directory, s3_client
+from pipeline.release.writer import InputFingerprint, ReleaseError, write_release
+from pipeline.build import run_config
 from stages.placeholder_lint import PlaceholderLint
 from tests.ports import free_port
 
@@ -201,7 +201,7 @@ def test_failed_upload_keeps_the_build_and_the_publish_command_finishes_it(s3_se
     assert f"xmodal publish {built} s3://{bucket}/rel/ds/v1" in message
     assert (built / "manifest.json").is_file()
     boto3.client("s3").create_bucket(Bucket=bucket)
-    done = subprocess.run([sys.executable, "-m", "pipeline.publish", str(built), f"s3://{bucket}/rel/ds/v1"],
+    done = subprocess.run([sys.executable, "-m", "pipeline.release.publish", str(built), f"s3://{bucket}/rel/ds/v1"],
                           capture_output=True, text=True, timeout=120, env=os.environ.copy(),
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr

@@ -23,9 +23,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from pipeline.ingest import fingerprint_input
-from pipeline.local_runner import read_inputs, run_stages
-from pipeline.release import InputFingerprint, write_release
+from pipeline.run.ingest import fingerprint_input
+from pipeline.run.local_runner import read_inputs, run_stages
+from pipeline.release.writer import InputFingerprint, write_release
 from stages.placeholder_lint import PlaceholderLint
 from tests.ports import free_ports
 
@@ -118,7 +118,7 @@ def build_release(tmp_path: Path, n: int = 240, payload: int = 100_000) -> Path:
 
 
 def publish_cmd(local: Path, uri: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.publish", str(local), uri, "--threshold-mb", "5", "--part-mb", "5"]
+    return [sys.executable, "-m", "pipeline.release.publish", str(local), uri, "--threshold-mb", "5", "--part-mb", "5"]
 
 
 def test_upload_killed_mid_part_resumes_and_matches_the_manifest(weed: str, tmp_path: Path) -> None:

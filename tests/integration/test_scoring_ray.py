@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.run import run_config
-from pipeline.sample_world import generate_world
+from pipeline.run.config import parse_config
+from pipeline.build import run_config
+from pipeline.world import generate_world
 from tests.stages.tiny_models import (
     CLAP_RATE,
     CLIP_IMAGE_SIZE,

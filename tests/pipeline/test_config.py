@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.run.config import ConfigError, load_config, parse_config
 
 BASE = {"dataset": "d", "version": "v1", "inputs": ["m.jsonl"]}
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import ConfigError, GatesConfig, parse_config
-from pipeline.gates import GateError, evaluate_gates, failed, failure_message
-from pipeline.run import run_config
+from pipeline.run.config import ConfigError, GatesConfig, parse_config
+from pipeline.release.gates import GateError, evaluate_gates, failed, failure_message
+from pipeline.build import run_config
 from schemas.reason_codes import ReasonCode
 
 METRICS = {
@@ -114,7 +114,7 @@ def test_an_impossible_gate_stops_the_run_with_a_readable_message(
 def test_passing_gates_publish_and_are_in_the_manifest(tmp_path: Path, examples_dir: Path) -> None:
     config = write_config(tmp_path, examples_dir, {"kept_min": 1, "chair_s_max": 0.5,
                                                    "reject_rate_max": {"ERR_CROSS_MDL_MEDIA": 0.5}})
-    from pipeline.config import load_config
+    from pipeline.run.config import load_config
 
     cfg = load_config(config)
     with pytest.raises(GateError):  # first a failing build leaves a failed report ...

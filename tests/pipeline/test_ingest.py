@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ingest import fingerprint_input, read_manifest
-from pipeline.local_runner import read_inputs
+from pipeline.run.ingest import fingerprint_input, read_manifest
+from pipeline.run.local_runner import read_inputs
 
 GOOD = {"id": "t-1", "kind": "text", "content": "hello", "source": "s", "license": "CC0-1.0"}
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import MetricsConfig
-from pipeline.entailment import caption_claims, image_conflicts
-from pipeline.metrics import batched_recall, distribution, retrieval_ranks, retrieval_recall
-from pipeline.release import reconcile
-from pipeline.release_metrics import compute_release_metrics
+from pipeline.run.config import MetricsConfig
+from pipeline.metrics.entailment import caption_claims, image_conflicts
+from pipeline.metrics.retrieval import batched_recall, distribution, retrieval_ranks, retrieval_recall
+from pipeline.release.writer import reconcile
+from pipeline.metrics.release import compute_release_metrics
 from schemas.records import ROW_SCHEMA
 
 
@@ -306,8 +306,8 @@ def test_metrics_read_the_clip_score_stage_columns(tmp_path: Path) -> None:
     ``clip_text_emb`` (lists of float16 vectors, content first then captions) and ``clip_score``."""
     pytest.importorskip("open_clip")
     clip_score = pytest.importorskip("stages.clip_score")
-    from pipeline.local_runner import read_inputs, run_stages
-    from pipeline.sample_world import generate_world
+    from pipeline.run.local_runner import read_inputs, run_stages
+    from pipeline.world import generate_world
     from stages.decode_media import DecodeMedia
     from tests.stages.tiny_models import CLIP_IMAGE_SIZE, write_tiny_open_clip
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.mixing import MixError, mix_pools, parse_mix_spec
+from pipeline.training.mixing import MixError, mix_pools, parse_mix_spec
 
 SHARES = {"text_retention": 0.3, "coarse_image_text": 0.4, "interleaved": 0.2, "synthetic_dialogue": 0.1}
 SIZES = {"text_retention": 80_000, "coarse_image_text": 110_000, "interleaved": 55_000, "synthetic_dialogue": 20_000}

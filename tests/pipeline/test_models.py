@@ -14,8 +14,8 @@ import boto3
 import pytest
 import torch
 
-from pipeline.config import ConfigError, parse_config
-from pipeline.models import (
+from pipeline.run.config import ConfigError, parse_config
+from access.models import (
     CheckpointError,
     copy_s3_checkpoint,
     load_clap,

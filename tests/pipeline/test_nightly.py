@@ -19,10 +19,10 @@ import pyarrow as pa
 import pytest
 
 from pipeline import cli
-from pipeline.build_lock import LockHeld, lock_uri, version_lock
-from pipeline.config import RunConfig, parse_config
-from pipeline.nightly import EXIT_LOCKED, FAILURE_RECORD, apply_retention, build_dir_uri, build_nightly
-from pipeline.release import InputFingerprint, write_release
+from pipeline.cluster.locks import LockHeld, lock_uri, version_lock
+from pipeline.run.config import RunConfig, parse_config
+from pipeline.cluster.nightly import EXIT_LOCKED, FAILURE_RECORD, apply_retention, build_dir_uri, build_nightly
+from pipeline.release.writer import InputFingerprint, write_release
 from schemas.records import ROW_SCHEMA
 from tests.integration.example_world import write_world
 
@@ -110,7 +110,7 @@ def test_killed_build_resumes_after_its_last_completed_stage(
     done = sorted(p.parent.name.split("-")[1] for p in stages_dir.glob("*/_done.json"))
     assert done == ["ingest", "media_check", "placeholder_lint"]
 
-    with caplog.at_level(logging.INFO, logger="pipeline.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="pipeline.run.ray_runner"):
         resumed = build_nightly(cfg, DATE)  # the kernel dropped the dead build's lock
     assert resumed.state == "built"
     assert "resuming after step 2/3 (media_check)" in caplog.text

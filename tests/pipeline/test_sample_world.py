@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.sample_world import FAULT_KINDS, WorldSummary, generate_world
-from pipeline.sample_world.boxes import box_to_pixel_xyxy
+from pipeline.world import FAULT_KINDS, WorldSummary, generate_world
+from pipeline.world.boxes import box_to_pixel_xyxy
 from schemas.reason_codes import ReasonCode
 from schemas.records import Record
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.sample_world import generate_world
+from pipeline.world import generate_world
 
 
 @pytest.mark.slow

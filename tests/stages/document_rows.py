@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.ingest import parse_manifest_bytes, read_manifest
-from pipeline.sample_world import generate_world
-from pipeline.sample_world.documents import Figure, render_figure
-from pipeline.sample_world.render import encode_png
+from pipeline.run.ingest import parse_manifest_bytes, read_manifest
+from pipeline.world import generate_world
+from pipeline.world.documents import Figure, render_figure
+from pipeline.world.render import encode_png
 from schemas.placeholders import PlaceholderLinter
 
 SPAN_RE = re.compile(r"<\|(image|audio|video)_start\|>.*?<\|\1_end\|>")

@@ -1,7 +1,7 @@
 """Shared by the negatives tests: a tiny random open_clip checkpoint, shape images, object rows.
 
 The tiny checkpoint is a real open_clip model (random weights, saved as ``open_clip_config.json``
-+ safetensors and loaded through ``pipeline.models``): its similarities mean nothing, so tests
++ safetensors and loaded through ``access.models``): its similarities mean nothing, so tests
 that use it check what the filter computes and decides, not what a trained model knows. The demo
 model test reads ``models/demo-clip`` instead.
 """
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from pipeline.sample_world import render
+from pipeline.world import render
 from tests.stages.object_rows import object_table
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from pipeline.ingest import parse_manifest_bytes
+from pipeline.run.ingest import parse_manifest_bytes
 from stages.object_anchor import ObjectAnchor
 from stages.object_boxes import ObjectBoxes
 from stages.object_hallucination import ObjectHallucination

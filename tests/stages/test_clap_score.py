@@ -15,8 +15,8 @@ import soundfile
 import torch
 from transformers import ClapModel, ClapProcessor
 
-from pipeline.local_runner import read_inputs, run_stages
-from pipeline.sample_world import generate_world
+from pipeline.run.local_runner import read_inputs, run_stages
+from pipeline.world import generate_world
 from schemas.reason_codes import ReasonCode
 from stages.clap_score import ClapScore, clip_texts
 from stages.decode_media import DecodeMedia

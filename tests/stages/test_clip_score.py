@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.local_runner import read_inputs, run_stages
-from pipeline.sample_world import generate_world
+from pipeline.run.local_runner import read_inputs, run_stages
+from pipeline.world import generate_world
 from schemas.reason_codes import ReasonCode
 from stages.clip_score import ClipScore, row_texts
 from stages.decode_media import DecodeMedia, sample_video_frames, square_crop
@@ -195,7 +195,7 @@ def test_images_decoded_for_another_size_are_resized(tiny_clip: Path, world: pa.
 
 def swapped_rows(table: pa.Table, seed: int) -> tuple[pa.Table, list[str]]:
     """Each object row once per swap kind with one caption colour-, shape- or size-swapped."""
-    from pipeline.demo_eval import SWAP_KINDS, swap_caption
+    from pipeline.demo_models.clip_eval import SWAP_KINDS, swap_caption
 
     rng = np.random.default_rng(seed)
     out, kinds = [], []
@@ -261,7 +261,7 @@ def test_negatives_filter_embeds_images_as_clip_score_does(world: pa.Table) -> N
     """negatives_filter reuses clip_score's image embeddings when they are in the row and
     embeds the image itself otherwise (its own PIL path): both must give the same vector, or a
     negative's similarity would depend on whether clip_score ran first."""
-    from pipeline.io import resolve_media_uri
+    from access.io import resolve_media_uri
     from stages.negatives_filter import ClipEmbedder, first_image, load_image
     from stages.scoring import ModelParams
 

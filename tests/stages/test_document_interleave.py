@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.ingest import read_manifest
+from pipeline.run.ingest import read_manifest
 from schemas.placeholders import span
 from schemas.reason_codes import ReasonCode
 from stages.document_interleave import DocumentInterleave

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.local_runner import run_stages
+from pipeline.run.local_runner import run_stages
 from stages.document_interleave import DocumentInterleave, TokenCounter
 from stages.document_order import window_ranges
 from tests.stages.document_rows import SPAN_RE, figure_numbers, lint, shuffle_items, world_documents

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.ingest import read_manifest
-from pipeline.sample_world import generate_world, render
+from pipeline.run.ingest import read_manifest
+from pipeline.world import generate_world, render
 from stages.negatives_image import HUE_DEG, NegativesImage, hue_distance, hue_stats, object_mask
 from stages.registry import get_stage_class
 from stages.scoring import ModelParams

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.ingest import read_manifest
-from pipeline.sample_world import generate_world
+from pipeline.run.ingest import read_manifest
+from pipeline.world import generate_world
 from stages.caption_edits import (
     AGREEMENT,
     COLOUR_FAMILY,

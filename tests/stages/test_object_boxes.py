@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest import read_manifest
+from pipeline.run.ingest import read_manifest
 from schemas.reason_codes import ReasonCode
 from stages.object_boxes import FORMATS, ObjectBoxes, from_xyxy, to_xyxy
 from tests.stages.object_rows import details, object_record, object_table, verdicts

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ingest import read_manifest
+from pipeline.run.ingest import read_manifest
 from schemas.reason_codes import ReasonCode
 from stages.object_hallucination import ObjectHallucination, chair_totals, sample_chair
 from tests.stages.object_rows import details, object_record, object_table, verdicts

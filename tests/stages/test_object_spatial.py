@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.ingest import read_manifest
+from pipeline.run.ingest import read_manifest
 from schemas.reason_codes import ReasonCode
 from stages.object_boxes import ObjectBoxes
 from stages.object_spatial import ObjectSpatial

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.ingest import read_manifest
-from pipeline.sample_world import generate_world
+from pipeline.run.ingest import read_manifest
+from pipeline.world import generate_world
 from schemas.reason_codes import ReasonCode
 from schemas.records import ROW_SCHEMA
 from stages.object_augment import ObjectAugment

@@ -131,7 +131,7 @@ def test_checks_then_align_on_the_shared_examples() -> None:
     root = examples_dir()
     if not root.is_dir():
         pytest.skip("shared/examples is not beside the checkout")
-    from pipeline.ingest import read_manifest
+    from pipeline.run.ingest import read_manifest
 
     out = SegmentAlign()(SegmentChecks()(read_manifest(str(root / "segments.jsonl"))))
     parents = _parents(out)

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 import soundfile
 
-from pipeline.ingest import read_manifest
+from pipeline.run.ingest import read_manifest
 from schemas.reason_codes import ReasonCode
 from stages.registry import MODEL_FREE_CHECKS, get_stage_class
 from stages.segment_checks import SegmentChecks, check_timed_text
@@ -143,7 +143,7 @@ def test_missing_media_is_media_and_other_rows_pass_untouched(tmp_path: Path) ->
 
 
 def test_sample_world_segment_faults_are_all_caught(tmp_path: Path) -> None:
-    sample_world = pytest.importorskip("pipeline.sample_world")
+    sample_world = pytest.importorskip("pipeline.world")
     caught: set[str] = set()
     clean_seen = 0
     for seed in (3, 4):  # between them these two worlds plant all six segment faults

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import parse_config
-from pipeline.run import run_config
-from pipeline.sample_world import generate_world
+from pipeline.run.config import parse_config
+from pipeline.build import run_config
+from pipeline.world import generate_world
 
 torch.set_num_threads(1)
 

@@ -1,0 +1,296 @@
+"""The Ray Data runner: the only module that knows Ray.
+
+It turns a stage list into ``map_batches`` calls: ``batch_format="pyarrow"``, fractional
+``num_cpus`` (a 2-core machine never deadlocks its read tasks), ``ActorPoolStrategy`` for stages
+that load a model once per actor, and ``mode="overwrite"`` on the staging write so that a re-run
+replaces rather than appends. Rows never come back to the driver through Ray: the staged Parquet
+files are what the release step reads.
+
+With a checkpoint root (``checkpoint_uri=`` or the :func:`stage_checkpoints` block that nightly
+builds wrap around ``run_config``) every stage's output is materialised under
+``<root>/stages/NN-<stage>-<key>/data/`` with a ``_done.json`` marker written after it, and a
+re-run starts from the last stage whose marker is there. ``key`` chains the code version, the
+inputs (URI, size, mtime) and every stage spec up to that stage, so a changed config or input
+never reuses a stale stage. The price is that stages no longer stream into each other.
+
+While a stage writes, a thread logs rows written so far and rows/s every
+``XMODAL_PROGRESS_INTERVAL_S`` seconds (default 30): that is what a job's log shows, where Ray
+Data's progress bars (a terminal's) are not drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from pipeline.run.config import RunConfig, StageSpec
+from access.io import filesystem_for, write_bytes
+from stages.base import Resources, Stage
+from stages.registry import get_stage_class
+
+log = logging.getLogger(__name__)
+
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "HF_HUB_OFFLINE", "XMODAL_MODEL_CACHE",
+)
+# Set by Ray's job manager in a submitted job's driver: the job's own runtime_env.
+_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+DONE_MARKER = "_done.json"
+
+_checkpoint_root: ContextVar[str | None] = ContextVar("xmodal_stage_checkpoints", default=None)
+
+
+@contextmanager
+def stage_checkpoints(root_uri: str) -> Iterator[None]:
+    """Inside this block, Ray runs checkpoint every stage under ``root_uri`` and resume from the
+    last completed one. It lets ``pipeline.run.run_config`` (which owns the release) be resumable
+    without a parameter of its own."""
+    token = _checkpoint_root.set(root_uri)
+    try:
+        yield
+    finally:
+        _checkpoint_root.reset(token)
+
+
+class _ParseManifests:
+    """Task: manifest URIs -> ROW_SCHEMA rows (one task per manifest file)."""
+
+    def __init__(self, max_record_bytes: int) -> None:
+        self.max_record_bytes = max_record_bytes
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipeline.run.ingest import read_manifest
+
+        return pa.concat_tables([read_manifest(u, self.max_record_bytes) for u in batch["uri"].to_pylist()])
+
+
+class _TaskStage:
+    """Picklable task-pool function: builds its stage once per worker process."""
+
+    _cache: dict[tuple[str, str], Stage] = {}
+
+    def __init__(self, name: str, params: dict[str, Any]) -> None:
+        self.name, self.params = name, params
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import json
+
+        key = (self.name, json.dumps(self.params, sort_keys=True, default=str))
+        stage = self._cache.get(key)
+        if stage is None:
+            stage = self._cache[key] = get_stage_class(self.name)(self.params)
+        return stage(batch)
+
+
+def map_batches_kwargs(spec: StageSpec, resources: Resources) -> dict[str, Any]:
+    """The ``map_batches`` keywords for one stage (exposed for tests)."""
+    from ray.data import ActorPoolStrategy
+
+    kwargs: dict[str, Any] = {
+        "batch_format": "pyarrow",
+        "batch_size": resources.batch_size,
+        "num_cpus": resources.num_cpus,
+    }
+    if resources.num_gpus:
+        kwargs["num_gpus"] = resources.num_gpus
+    if resources.memory:
+        kwargs["memory"] = resources.memory
+    if resources.actors is not None:
+        lo, hi = resources.actors
+        kwargs["compute"] = ActorPoolStrategy(min_size=lo, max_size=hi)
+        kwargs["fn_constructor_kwargs"] = {"params": spec.params}
+    return kwargs
+
+
+def ensure_ray(cfg: RunConfig) -> None:
+    """Connect to the configured cluster, or start a local Ray, forwarding S3 settings."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    if _JOB_CONFIG_ENV in os.environ:
+        # In a submitted job the job's runtime_env already carries its env vars to the workers,
+        # and Ray refuses a driver runtime_env that names the same keys again.
+        job_env = json.loads(os.environ[_JOB_CONFIG_ENV]).get("runtime_env", {}).get("env_vars", {})
+        env = {k: v for k, v in env.items() if k not in job_env}
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
+    # RAY_ADDRESS is how a submitted job's driver (and ``ray.init()`` anywhere) finds its cluster.
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=cfg.ray.temp_dir, **kwargs)
+
+
+@dataclass(frozen=True)
+class StageCheckpoint:
+    """Where one step (``ingest`` or a stage) of a checkpointed run keeps its output."""
+
+    index: int
+    name: str
+    uri: str  # <root>/stages/NN-<name>-<key>
+
+    @property
+    def data_uri(self) -> str:
+        return f"{self.uri}/data"
+
+    @property
+    def marker_uri(self) -> str:
+        return f"{self.uri}/{DONE_MARKER}"
+
+    def is_done(self) -> bool:
+        fs, path = filesystem_for(self.marker_uri)
+        return bool(fs.get_file_info(path).is_file)
+
+
+def _input_identity(uri: str) -> dict[str, Any]:
+    """URI, size and mtime: cheap to get for local files and S3 objects, unlike a content hash."""
+    fs, path = filesystem_for(uri)
+    info = fs.get_file_info(path)
+    mtime = info.mtime_ns if info.type == pafs.FileType.File else None
+    return {"uri": uri, "size": info.size, "mtime_ns": mtime}
+
+
+def plan_checkpoints(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec]) -> list[StageCheckpoint]:
+    """One checkpoint per step, ``ingest`` first; each key hashes everything the step depends on."""
+    from pipeline.run.versioning import code_version
+
+    seed = {"code": code_version(), "inputs": [_input_identity(u) for u in cfg.inputs],
+            "max_record_bytes": cfg.max_record_bytes}
+    digest = hashlib.sha256(json.dumps(seed, sort_keys=True).encode()).hexdigest()
+    steps: list[tuple[str, Any]] = [("ingest", None)] + [(s.name, s.model_dump(mode="json")) for s in stages]
+    plan = []
+    for i, (name, spec) in enumerate(steps):
+        digest = hashlib.sha256((digest + json.dumps(spec, sort_keys=True)).encode()).hexdigest()
+        plan.append(StageCheckpoint(i, name, f"{root_uri.rstrip('/')}/stages/{i:02d}-{name}-{digest[:12]}"))
+    return plan
+
+
+def count_parquet_rows(uri: str, seen: dict[str, int] | None = None) -> int:
+    """Rows in the Parquet files under ``uri`` (footers only). ``seen`` caches per-file counts
+    between calls; a file that is still being written is skipped until it is complete."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem_for(uri)
+    seen = {} if seen is None else seen
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError:
+        return sum(seen.values())
+    for info in infos:
+        if info.is_file and info.path.endswith(".parquet") and info.path not in seen:
+            try:
+                with fs.open_input_file(info.path) as fh:
+                    seen[info.path] = pq.read_metadata(fh).num_rows
+            except (OSError, pa.ArrowInvalid):
+                pass  # not complete yet
+    return sum(seen.values())
+
+
+def progress_interval_s() -> float:
+    return float(os.environ.get("XMODAL_PROGRESS_INTERVAL_S", "30"))
+
+
+def _write_stage(ds: Any, uri: str, label: str) -> int:
+    """Execute ``ds`` into Parquet under ``uri`` while a thread logs rows written and rows/s;
+    return the rows written."""
+    fs, path = filesystem_for(uri)
+    seen: dict[str, int] = {}
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def report() -> None:
+        while not stop.wait(progress_interval_s()):
+            rows, elapsed = count_parquet_rows(uri, seen), time.perf_counter() - t0
+            log.info("stage %s: %d rows written, %.1f rows/s, %.0f s", label, rows, rows / elapsed, elapsed)
+
+    thread = threading.Thread(target=report, name=f"progress-{label}", daemon=True)
+    thread.start()
+    try:
+        ds.write_parquet(path, filesystem=fs, mode="overwrite")
+    finally:
+        stop.set()
+        thread.join()
+    rows, elapsed = count_parquet_rows(uri, seen), time.perf_counter() - t0
+    log.info("stage %s done: %d rows in %.1f s (%.1f rows/s)", label, rows, elapsed, rows / max(elapsed, 1e-9))
+    return rows
+
+
+def _ingest(cfg: RunConfig) -> Any:
+    import ray.data
+
+    ds = ray.data.from_items([{"uri": u} for u in cfg.inputs], override_num_blocks=len(cfg.inputs))
+    return ds.map_batches(_ParseManifests(cfg.max_record_bytes), batch_format="pyarrow", batch_size=1, num_cpus=0.5)
+
+
+def _apply(ds: Any, spec: StageSpec) -> Any:
+    resources = spec.effective_resources()
+    kwargs = map_batches_kwargs(spec, resources)
+    fn: Any = spec.stage_class() if resources.actors is not None else _TaskStage(spec.name, spec.params)
+    return ds.map_batches(fn, **kwargs)
+
+
+def _copy_dir(src_uri: str, dst_uri: str) -> None:
+    src_fs, src = filesystem_for(src_uri)
+    dst_fs, dst = filesystem_for(dst_uri)
+    dst_fs.create_dir(dst, recursive=True)
+    pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
+def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec]) -> StageCheckpoint:
+    """Run ingest and every stage, one materialised step at a time, starting after the last step
+    whose marker exists under ``root_uri``; return the last step's checkpoint."""
+    import ray.data
+
+    plan = plan_checkpoints(cfg, root_uri, stages)
+    done = max((c.index for c in plan if c.is_done()), default=-1)
+    if done >= 0:
+        log.info("resuming after step %d/%d (%s): its output is checkpointed", done, len(plan) - 1, plan[done].name)
+    for step in plan[done + 1:]:
+        if step.index == 0:
+            ds = _ingest(cfg)
+        else:
+            fs, path = filesystem_for(plan[step.index - 1].data_uri)
+            ds = _apply(ray.data.read_parquet(path, filesystem=fs), stages[step.index - 1])
+        t0 = time.perf_counter()
+        rows = _write_stage(ds, step.data_uri, f"{step.index}/{len(plan) - 1} {step.name}")
+        # The marker goes last: a step killed while writing has none and is redone whole.
+        marker = {"step": step.name, "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}
+        write_bytes(step.marker_uri, json.dumps(marker, sort_keys=True).encode())
+    return plan[-1]
+
+
+def run_stages_on_ray(
+    cfg: RunConfig, staging_uri: str, stages: Sequence[StageSpec] | None = None, *, checkpoint_uri: str | None = None
+) -> None:
+    """Ingest the inputs, apply the stages and write every row (kept and rejected) to staging.
+
+    Without a checkpoint root (the argument, or an enclosing :func:`stage_checkpoints`) the
+    stages stream into each other in one Ray Data execution; with one, each is materialised and
+    a re-run resumes after the last completed stage (module docstring)."""
+    ensure_ray(cfg)
+    specs = list(cfg.stages if stages is None else stages)
+    root = checkpoint_uri or _checkpoint_root.get()
+    if root is None:
+        ds = _ingest(cfg)
+        for spec in specs:
+            ds = _apply(ds, spec)
+        _write_stage(ds, staging_uri, "all stages")
+    else:
+        last = run_checkpointed(cfg, root, specs)
+        _copy_dir(last.data_uri, staging_uri)
+    log.info("staged %s", staging_uri)
