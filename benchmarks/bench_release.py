@@ -44,9 +44,9 @@ def _status_kib(field: str) -> int:
 
 def final_table(work: Path) -> Path:
     """The demo's final table (every row, kept and rejected), written once to Parquet."""
+    from pipeline.build import run_local
     from pipeline.run.config import load_config
     from pipeline.run.ingest import mark_duplicate_ids
-    from pipeline.build import run_local
     from pipeline.world import generate_world
 
     generate_world(work / "sample", n=200, fault_rate=0.1, seed=0)
@@ -72,9 +72,9 @@ def repeated(table: pa.Table, times: int) -> pa.Table:
 
 def child(parquet: str, times: int, out: str) -> dict[str, Any]:
     """In a fresh process: load, repeat, then release; memory from /proc/self/status."""
-    from pipeline.run.config import GatesConfig, load_config
-    from pipeline.release.writer import InputFingerprint
     from pipeline.build import release_table
+    from pipeline.release.writer import InputFingerprint
+    from pipeline.run.config import GatesConfig, load_config
 
     table = repeated(pq.read_table(parquet), times)
     roots = int(pc.sum(pc.is_null(table["parent_id"])).as_py())

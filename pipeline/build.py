@@ -11,11 +11,11 @@ import uuid
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from pipeline.run.config import RunConfig
-from pipeline.release.gates import GateError, evaluate_gates, failed, failure_message
-from pipeline.run.ingest import fingerprint_input, mark_duplicate_ids
 from access.io import filesystem_for
+from pipeline.metrics.release import compute_release_metrics
+from pipeline.release.gates import GateError, evaluate_gates, failed, failure_message
 from pipeline.release.publish import UploadSettings
+from pipeline.release.report import render_report
 from pipeline.release.writer import (
     InputFingerprint,
     ReleaseResult,
@@ -27,8 +27,8 @@ from pipeline.release.writer import (
     write_failed_report,
     write_release,
 )
-from pipeline.metrics.release import compute_release_metrics
-from pipeline.release.report import render_report
+from pipeline.run.config import RunConfig
+from pipeline.run.ingest import fingerprint_input, mark_duplicate_ids
 from pipeline.run.versioning import code_version
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+
 EXAMPLES = {
     "sample": "xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0",
     "check": "xmodal check out/sample/manifest.jsonl --out out/check",
@@ -34,9 +36,6 @@ COMMAND_MODULES: list[str] = [
     "pipeline.release.publish",
     "pipeline.demo_models.clip_train",
 ]
-
-
-from pipeline.errors import UserError
 
 CliError = UserError
 
@@ -130,8 +129,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.run.config import load_config
     from pipeline.build import run_config
+    from pipeline.run.config import load_config
 
     cfg = load_config(args.config)
     result = run_config(cfg, local=args.local)
@@ -231,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from pipeline.run.config import ConfigError
     from pipeline.release.writer import ReleaseError
+    from pipeline.run.config import ConfigError
     from stages.registry import UnknownStageError
 
     try:

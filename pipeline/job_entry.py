@@ -19,8 +19,8 @@ def job_main() -> int:
     """The entrypoint of a submitted job: ``xmodal -v run`` on the config from the environment."""
     text = os.environ.get(CONFIG_ENV)
     if text is None:
-        print(f"python -m pipeline.job_entry: {CONFIG_ENV} is not set (this module is the job entrypoint of xmodal submit)",
-              file=sys.stderr)
+        print(f"python -m pipeline.job_entry: {CONFIG_ENV} is not set"
+              " (this module is the job entrypoint of xmodal submit)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="xmodal-job-") as tmp:
         config = Path(tmp) / "config.yaml"

@@ -31,10 +31,10 @@ from typing import Any, Literal
 
 import pyarrow.fs as pafs
 
-from pipeline.run.config import RunConfig
 from access.io import filesystem_for, read_bytes, write_bytes
-from pipeline.release.writer import release_exists, remove_tree
 from pipeline.release.versions import DATED_VERSION, read_latest
+from pipeline.release.writer import release_exists, remove_tree
+from pipeline.run.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,9 @@ def _record_failure(build_uri: str, version: str, err: BaseException, started: f
 def build_nightly(cfg: RunConfig, version: str, keep: int = 7) -> NightlyResult:
     """Build ``version`` of ``cfg.dataset`` unless it is published; see the module docstring.
     Raises ``LockHeld``, ``ReleaseError``, ``ConfigError`` or whatever the run raised."""
+    from pipeline.build import run_config
     from pipeline.cluster.locks import version_lock
     from pipeline.run.ray_runner import stage_checkpoints
-    from pipeline.build import run_config
 
     # Nightly versions are never overwritten: a published night is final.
     cfg = cfg.model_copy(update={"version": version, "release": cfg.release.model_copy(update={"overwrite": False})})

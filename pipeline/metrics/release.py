@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.run.config import MetricsConfig
 from pipeline.metrics.entailment import ConflictCounts, image_conflicts
 from pipeline.metrics.retrieval import (
     batched_recall,
@@ -35,6 +34,7 @@ from pipeline.metrics.retrieval import (
     summarise_batches,
     unit_rows,
 )
+from pipeline.run.config import MetricsConfig
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.run.config import GatesConfig
 from pipeline.release.writer import ReleaseError
+from pipeline.run.config import GatesConfig
 
 
 class GateError(ReleaseError):

@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.release import plots
 from pipeline.metrics.release import ReleaseMetrics
+from pipeline.release import plots
 from schemas.records import STATUS_OK
 
 _STYLE = """

@@ -35,8 +35,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipeline.run.config import RunConfig, StageSpec
 from access.io import filesystem_for, write_bytes
+from pipeline.run.config import RunConfig, StageSpec
 from stages.base import Resources, Stage
 from stages.registry import get_stage_class
 

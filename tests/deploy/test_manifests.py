@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from pipeline.cli import build_parser
-from pipeline.run.config import parse_config
 from pipeline.cluster.nightly import cmd_nightly
+from pipeline.run.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -10,9 +10,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pipeline.run.config import parse_config
-from pipeline.release.writer import ReleaseError
 from pipeline.build import run_config
+from pipeline.release.writer import ReleaseError
+from pipeline.run.config import parse_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 

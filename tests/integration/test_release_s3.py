@@ -17,13 +17,13 @@ from typing import Any
 import boto3
 import pytest
 
-from pipeline.run.config import parse_config
+from pipeline.build import run_config
 from pipeline.release.gates import GateError
-from pipeline.run.ingest import fingerprint_input
-from pipeline.run.local_runner import read_inputs, run_stages
 from pipeline.release.publish import PublishError, UploadSettings, publish_directory, s3_client
 from pipeline.release.writer import InputFingerprint, ReleaseError, write_release
-from pipeline.build import run_config
+from pipeline.run.config import parse_config
+from pipeline.run.ingest import fingerprint_input
+from pipeline.run.local_runner import read_inputs, run_stages
 from stages.placeholder_lint import PlaceholderLint
 from tests.ports import free_port
 

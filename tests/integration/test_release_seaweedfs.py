@@ -23,9 +23,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from pipeline.release.writer import InputFingerprint, write_release
 from pipeline.run.ingest import fingerprint_input
 from pipeline.run.local_runner import read_inputs, run_stages
-from pipeline.release.writer import InputFingerprint, write_release
 from stages.placeholder_lint import PlaceholderLint
 from tests.ports import free_ports
 

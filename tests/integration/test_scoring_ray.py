@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.run.config import parse_config
 from pipeline.build import run_config
+from pipeline.run.config import parse_config
 from pipeline.world import generate_world
 from tests.stages.tiny_models import (
     CLAP_RATE,

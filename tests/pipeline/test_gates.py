@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
-from pipeline.run.config import ConfigError, GatesConfig, parse_config
-from pipeline.release.gates import GateError, evaluate_gates, failed, failure_message
 from pipeline.build import run_config
+from pipeline.cli import main
+from pipeline.release.gates import GateError, evaluate_gates, failed, failure_message
+from pipeline.run.config import ConfigError, GatesConfig, parse_config
 from schemas.reason_codes import ReasonCode
 
 METRICS = {

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.run.config import MetricsConfig
 from pipeline.metrics.entailment import caption_claims, image_conflicts
+from pipeline.metrics.release import compute_release_metrics
 from pipeline.metrics.retrieval import batched_recall, distribution, retrieval_ranks, retrieval_recall
 from pipeline.release.writer import reconcile
-from pipeline.metrics.release import compute_release_metrics
+from pipeline.run.config import MetricsConfig
 from schemas.records import ROW_SCHEMA
 
 

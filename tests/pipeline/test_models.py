@@ -14,7 +14,6 @@ import boto3
 import pytest
 import torch
 
-from pipeline.run.config import ConfigError, parse_config
 from access.models import (
     CheckpointError,
     copy_s3_checkpoint,
@@ -22,6 +21,7 @@ from access.models import (
     load_open_clip,
     resolve_checkpoint,
 )
+from pipeline.run.config import ConfigError, parse_config
 from stages.clip_score import ClipScore
 from tests.stages.tiny_models import sha256_of, write_tiny_clap, write_tiny_open_clip
 

@@ -20,9 +20,9 @@ import pytest
 
 from pipeline import cli
 from pipeline.cluster.locks import LockHeld, lock_uri, version_lock
-from pipeline.run.config import RunConfig, parse_config
 from pipeline.cluster.nightly import EXIT_LOCKED, FAILURE_RECORD, apply_retention, build_dir_uri, build_nightly
 from pipeline.release.writer import InputFingerprint, write_release
+from pipeline.run.config import RunConfig, parse_config
 from schemas.records import ROW_SCHEMA
 from tests.integration.example_world import write_world
 

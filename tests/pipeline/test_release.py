@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.release.shards import encode_jsonl
+from pipeline.release.writer import InputFingerprint, ReleaseError, write_release
 from pipeline.run.ingest import fingerprint_input
 from pipeline.run.local_runner import read_inputs, run_stages
-from pipeline.release.writer import InputFingerprint, ReleaseError, write_release
-from pipeline.release.shards import encode_jsonl
 from stages.placeholder_lint import PlaceholderLint
 
 VOCAB = {"image": 8192, "audio": 8192, "video": 8192}

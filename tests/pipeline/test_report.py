@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.run.config import GatesConfig
-from pipeline.release.gates import evaluate_gates
-from pipeline.release.writer import reconcile, reject_shard_map
 from pipeline.metrics.release import compute_release_metrics
+from pipeline.release.gates import evaluate_gates
 from pipeline.release.report import render_report
+from pipeline.release.writer import reconcile, reject_shard_map
+from pipeline.run.config import GatesConfig
 from schemas.records import ROW_SCHEMA
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.run.config import parse_config
 from pipeline.build import run_config
+from pipeline.run.config import parse_config
 from pipeline.world import generate_world
 
 torch.set_num_threads(1)
