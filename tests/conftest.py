@@ -20,16 +20,21 @@ import pytest
 # is tested against the real head started by tests/integration/test_cluster.py.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 
-EXAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "examples"
-if not EXAMPLES.is_dir():  # CI clones main with shared/ beside it
-    EXAMPLES = Path(os.environ.get("XMODAL_SHARED", "../shared")) / "examples"
+# The example records and the vendored KubeRay CRDs live in the project (tests/fixtures, with
+# their provenance): a lone clone runs every test, and nothing reads a folder beside the checkout.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXAMPLES = FIXTURES / "examples"
+CRDS = FIXTURES / "crds"
 
 
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
-    if not EXAMPLES.is_dir():
-        pytest.fail(f"shared examples not found at {EXAMPLES}; set XMODAL_SHARED")
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def crds_dir() -> Path:
+    return CRDS
 
 
 @pytest.fixture(scope="session")

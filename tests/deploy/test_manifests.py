@@ -49,11 +49,11 @@ def strict(schema: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def crd_validators(examples_dir: Path) -> dict[str, jsonschema.protocols.Validator]:
+def crd_validators(crds_dir: Path) -> dict[str, jsonschema.protocols.Validator]:
     validators = {}
     for kind, name in CRD_FILES.items():
         # The C loader: the CRDs are 56,000 lines, several seconds for the pure-Python one.
-        crd = yaml.load((examples_dir.parent / "crds" / name).read_text(), Loader=yaml.CSafeLoader)
+        crd = yaml.load((crds_dir / name).read_text(), Loader=yaml.CSafeLoader)
         (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
         validators[kind] = jsonschema.Draft7Validator(strict(v1["schema"]["openAPIV3Schema"]))
     return validators

@@ -1,4 +1,4 @@
-"""A bigger world made of the shared examples: each record repeated under new ids, media shared.
+"""A bigger world made of the example records: each record repeated under new ids, media shared.
 
 Used where a run must last long enough to be interrupted (a killed build, a killed worker node)
 without depending on the sample-world generator."""

@@ -1,4 +1,4 @@
-"""`xmodal check` on ../shared/examples gives every record the status and code of expected.tsv."""
+"""`xmodal check` on tests/fixtures/examples gives every record the status and code of expected.tsv."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Quality gates: thresholds against metrics, readable failures, and a failing gate stopping a
-real run (in-process stages on the shared examples) while its report is still written."""
+real run (in-process stages on the example records) while its report is still written."""
 
 from __future__ import annotations
 

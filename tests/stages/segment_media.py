@@ -98,5 +98,5 @@ def jsonl_table(path: Path) -> pa.Table:
 
 
 def examples_dir() -> Path:
-    """``shared/examples`` beside the checkout (where CI and every developer have it)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "examples"
+    """The project's example records (``tests/fixtures/examples``, see its PROVENANCE.md)."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "examples"
