@@ -56,7 +56,7 @@ def s3_server() -> Iterator[str]:
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
     )
-    from pipeline import io as xio
+    from access import io as xio
 
     xio._s3_filesystem.cache_clear()
     try:
