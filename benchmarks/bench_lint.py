@@ -18,7 +18,8 @@ import pyarrow.json as pajson
 
 from benchmarks._result import report
 from pipeline.release.lint import lint_shard
-from schemas.placeholders import PlaceholderLinter, span
+from schemas.placeholder_grammar import span
+from schemas.placeholders import PlaceholderLinter
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle"]

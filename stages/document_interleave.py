@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from access.io import read_bytes, resolve_media_uri
-from schemas.placeholders import span
+from schemas.placeholder_grammar import span
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 from stages.document_order import reading_order, window_ranges

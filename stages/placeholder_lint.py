@@ -13,7 +13,8 @@ from typing import ClassVar
 import pyarrow as pa
 from pydantic import Field
 
-from schemas.placeholders import DEFAULT_VOCAB, PlaceholderLinter, Violation
+from schemas.placeholder_grammar import DEFAULT_VOCAB, Violation
+from schemas.placeholders import PlaceholderLinter
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 

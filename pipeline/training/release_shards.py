@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from access.io import filesystem_for, read_bytes
-from schemas.placeholders import DEFAULT_VOCAB, MODALITIES, PlaceholderLinter
+from schemas.placeholder_grammar import DEFAULT_VOCAB, MODALITIES
+from schemas.placeholders import PlaceholderLinter
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.placeholders import PlaceholderLinter, lint_content, span
+from schemas.placeholder_grammar import lint_content, span
+from schemas.placeholders import PlaceholderLinter
 
 VOCAB = {"image": 8192, "audio": 1000, "video": 16}
 LINTER = PlaceholderLinter(VOCAB)
@@ -182,7 +183,7 @@ def test_escaped_pattern_same_in_re2_and_python(content: str) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from schemas.placeholders import ESCAPED_PATTERN
+    from schemas.placeholder_grammar import ESCAPED_PATTERN
 
     re2 = pc.match_substring_regex(pa.array([content]), ESCAPED_PATTERN)[0].as_py()
     assert re2 == bool(re.search(ESCAPED_PATTERN, content))

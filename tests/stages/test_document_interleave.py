@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.run.ingest import read_manifest
-from schemas.placeholders import span
+from schemas.placeholder_grammar import span
 from schemas.reason_codes import ReasonCode
 from stages.document_interleave import DocumentInterleave
 from stages.document_similarity import figure_traits, shape_colour_similarity, split_sentences
