@@ -3,7 +3,9 @@ heavy dependencies (torch, librosa) load only where that stage runs."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
+from collections.abc import Iterable
 
 from stages.base import Stage
 
@@ -43,12 +45,28 @@ class UnknownStageError(ValueError):
     pass
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to a misspelt ``word`` (difflib), or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word``, or ``""``."""
+    match = closest(word, choices)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def unknown_stage_message(name: str) -> str:
+    return (f"unknown stage {name!r}{did_you_mean(name, STAGE_CLASSES)}; known stages: "
+            f"{', '.join(sorted(STAGE_CLASSES))} (xmodal stages lists them)")
+
+
 def get_stage_class(name: str) -> type[Stage]:
     try:
         target = STAGE_CLASSES[name]
     except KeyError:
-        known = ", ".join(sorted(STAGE_CLASSES))
-        raise UnknownStageError(f"unknown stage {name!r}; known stages: {known}") from None
+        raise UnknownStageError(unknown_stage_message(name)) from None
     module_name, class_name = target.split(":")
     cls: type[Stage] = getattr(importlib.import_module(module_name), class_name)
     return cls

@@ -1,22 +1,27 @@
 """Run configuration: YAML validated into typed models.
 
 Errors name the key path and the allowed values, e.g.
-``stages[1].params.radius: Input should be greater than or equal to 1``.
+``stages[1].params.radius: Input should be greater than or equal to 1``; a misspelt key or
+stage name gets the closest allowed one (``did you mean``), and a stage entry that is neither
+form (``- name`` or ``- name: NAME`` with ``params``/``resources``) is shown the two forms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from access.paths import normalize_root
+from pipeline.run.inputs import manifest_problem
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams
-from stages.registry import STAGE_CLASSES, get_stage_class
+from stages.registry import STAGE_CLASSES, closest, did_you_mean, get_stage_class, unknown_stage_message
 
 # Names beside the versions in ``<root>/<dataset>/``: the pointer and failed-gate reports.
 RESERVED_VERSION_NAMES = frozenset({"latest", "_failed"})
@@ -60,7 +65,7 @@ class StageSpec(_Model):
     @classmethod
     def _known(cls, name: str) -> str:
         if name not in STAGE_CLASSES:
-            raise ValueError(f"unknown stage {name!r}; allowed: {', '.join(sorted(STAGE_CLASSES))}")
+            raise ValueError(unknown_stage_message(name))
         return name
 
     def stage_class(self) -> type[Stage]:
@@ -79,6 +84,10 @@ class RayConfig(_Model):
     address: str | None = Field(default=None, description="None = start a local Ray; 'auto' or ray://host:port")
     num_cpus: int | None = Field(default=None, gt=0, description="CPUs of the local Ray (default: all)")
     temp_dir: str | None = None
+    s3_credentials_file: str | None = Field(
+        default=None, description="an AWS shared-credentials file that the workers read (the path "
+        "reaches them as AWS_SHARED_CREDENTIALS_FILE, never its contents); without it, workers use "
+        "their own environment or instance role, and a local Ray's inherit the driver's")
 
 
 class ReleaseConfig(_Model):
@@ -169,6 +178,16 @@ class RunConfig(_Model):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     max_record_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     placeholder_vocab: dict[PlaceholderModality, int] = Field(default_factory=_default_placeholder_vocab)
+    media_roots: list[str] = Field(
+        default_factory=list, description="local folders and s3:// prefixes that media refs may point "
+        "into, besides each manifest's own folder (access.paths); relative to the current directory")
+
+    @field_validator("media_roots")
+    @classmethod
+    def _media_roots(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            normalize_root(root)  # MediaPathError is a ValueError: the key path is reported
+        return roots
 
     @field_validator("version")
     @classmethod
@@ -186,14 +205,63 @@ class RunConfig(_Model):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _format_errors(err: ValidationError) -> str:
+STAGE_ENTRY_FORMS = ("a stage entry is a name (`- media_check`) or a mapping with `name` and optional "
+                     "`params` and `resources` (`- name: media_check` then `params: {decode: false}`)")
+
+
+def _model_at(model: Any, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the keys at ``loc`` under ``model`` (through lists and
+    optional fields), or None where ``loc`` leads elsewhere (a dict, a scalar)."""
+    current = model
+    for part in loc:
+        while get_origin(current) in (Union, types.UnionType):
+            args = [a for a in get_args(current) if a is not type(None)]
+            if len(args) != 1:
+                return None
+            current = args[0]
+        if isinstance(part, int):
+            if get_origin(current) is not list:
+                return None
+            current = get_args(current)[0]
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        current = current.model_fields[part].annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per error: ``key.path: message``; an unknown key gets the closest allowed key
+    of ``model`` at that path and the allowed keys."""
     lines = []
     for e in err.errors():
         path = ""
         for part in e["loc"]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        lines.append(f"{path or '(top level)'}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        holder = _model_at(model, tuple(e["loc"][:-1])) if model and e["type"] == "extra_forbidden" else None
+        if holder is not None:
+            allowed = list(holder.model_fields)
+            msg += f"{did_you_mean(str(e['loc'][-1]), allowed)}; allowed: {', '.join(allowed)}"
+        lines.append(f"{path or '(top level)'}: {msg}")
     return "\n".join(lines)
+
+
+def _stage_entry(i: int, entry: Any) -> dict[str, Any]:
+    """``{"name": ...}`` for a bare name; a mapping with ``name`` as it is; anything else (a
+    Data-Juicer-style ``- media_check: {}``, a list, a number) is a ConfigError showing the forms."""
+    if isinstance(entry, str):
+        return {"name": entry}
+    if isinstance(entry, dict) and "name" in entry:
+        return entry
+    hint = ""
+    if isinstance(entry, dict) and len(entry) == 1:
+        (key, value), = entry.items()
+        name = str(key) if str(key) in STAGE_CLASSES else closest(str(key), STAGE_CLASSES)
+        if name is not None:
+            params = f", params: {json.dumps(value)}" if isinstance(value, dict) and value else ""
+            hint = f"; here: `- {{name: {name}{params}}}`"
+    raise ConfigError(f"stages[{i}]: cannot read the entry {json.dumps(entry, default=str)}: {STAGE_ENTRY_FORMS}{hint}")
 
 
 def parse_config(data: dict[str, Any]) -> RunConfig:
@@ -202,17 +270,21 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping at the top level")
     data = dict(data)
-    data["stages"] = [{"name": s} if isinstance(s, str) else s for s in data.get("stages", [])]
+    stages = data.get("stages") or []
+    if not isinstance(stages, list):
+        raise ConfigError(f"stages: expected a list of stage entries, got {json.dumps(stages, default=str)}: "
+                          f"{STAGE_ENTRY_FORMS}")
+    data["stages"] = [_stage_entry(i, s) for i, s in enumerate(stages)]
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err)) from None
-    problems = []
+        raise ConfigError(_format_errors(err, RunConfig)) from None
+    problems = [f"inputs[{i}]: {p}" for i, p in enumerate(map(manifest_problem, cfg.inputs)) if p]
     for i, spec in enumerate(cfg.stages):
         try:
             spec.typed_params()
         except ValidationError as err:
-            for line in _format_errors(err).splitlines():
+            for line in _format_errors(err, spec.stage_class().params_model).splitlines():
                 problems.append(f"stages[{i}].params.{line}")
     if problems:
         raise ConfigError("\n".join(problems))
@@ -225,6 +297,11 @@ def load_config(path: str | Path) -> RunConfig:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; expected a YAML config file (e.g. configs/demo.yaml)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(data)
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as err:  # every line names the file, then the key path
+        raise ConfigError("\n".join(f"{path}: {line}" for line in str(err).splitlines())) from None

@@ -19,7 +19,7 @@ def test_bare_stage_names_and_defaults() -> None:
 @pytest.mark.parametrize(
     "patch, message",
     [
-        ({"stages": ["no_such_stage"]}, "stages[0].name: Value error, unknown stage 'no_such_stage'; allowed: "),
+        ({"stages": ["no_such_stage"]}, "stages[0].name: unknown stage 'no_such_stage'; known stages: "),
         (
             {"stages": [{"name": "placeholder_lint", "params": {"image_vocab_size": 0}}]},
             "stages[0].params.image_vocab_size: Input should be greater than 0",
