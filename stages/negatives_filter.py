@@ -11,7 +11,7 @@ anchor's image and captions and needs no other row of the batch:
 - other negatives (segment_align's ``temporal_shift``: no image-text pair) pass unscored.
 
 With ``mine_k > 0`` each anchor image mines its ``mine_k`` most similar captions of other samples
-(in-batch, or the whole dataset with ``bank_path``, see :func:`caption_bank`): rows
+(in-batch, or the whole dataset with ``bank_path``, see :mod:`stages.negatives_bank`): rows
 ``<anchor>-mneg<k>``, ``negative_type="mined_text"``, ``negative_source_id``. Every candidate gets
 ``negative_verdict``: ``kept`` or the rule that dropped it (``stages.negatives_mining``:
 same_sample, duplicate, ceiling, positive_aware, margin, over_cap); dropped ones are rejected
@@ -26,20 +26,19 @@ per actor through ``access.models``; ``clip_score``'s ``clip_image_emb`` is reus
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
-from access.io import MediaPathError, read_bytes, resolve_media_uri
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK, STATUS_REJECTED
 from stages.base import Resources, Stage, StageParams
 from stages.caption_edits import canonical_words, positive_captions
+from stages.clip_embedder import ClipEmbedder, load_image
+from stages.negatives_bank import batch_bank, first_image, image_key, read_bank, root_id
 from stages.negatives_mining import (
     DUPLICATE,
     FALSE_NEGATIVE_VERDICTS,
@@ -53,102 +52,12 @@ from stages.negatives_mining import (
     false_negative_verdicts,
     mine_topk,
     normalize_rows,
-    sample_groups,
 )
-from stages.scoring import ModelParams, autocast, load_scorer, model_id
+from stages.scoring import ModelParams
 
-__all__ = ["ClipEmbedder", "NegativesFilter", "caption_bank", "false_negative_rate"]
+__all__ = ["NegativesFilter", "false_negative_rate"]
 log = logging.getLogger(__name__)
 MINED_TYPE = "mined_text"
-BANK_COLUMNS = ("id", "root_id", "image_key", "text", "embedding")
-
-
-class ClipEmbedder:
-    """An open_clip checkpoint loaded through ``access.models``: unit-norm float32 embeddings
-    of texts and of images (open_clip's own eval transform, as ``decode_media`` prepares them)."""
-
-    def __init__(self, params: ModelParams) -> None:
-        from open_clip.transform import image_transform
-
-        from access.models import load_open_clip
-
-        self.device, self.bundle = load_scorer(params, load_open_clip)  # threads, device, checkpoint
-        self.forward_batch, self.fp16 = params.forward_batch, params.fp16
-        b = self.bundle
-        self.model_id = model_id(params.checkpoint, params.checkpoint_sha256)  # as clip_score's clip_model
-        self.transform = image_transform(b.image_size, is_train=False, mean=b.mean, std=b.std,
-                                         resize_mode=b.resize_mode, interpolation=b.interpolation,
-                                         fill_color=b.fill_color)
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        out = [np.zeros((0, 1), np.float32)]
-        with torch.inference_mode(), autocast(self.device, self.fp16):
-            for s in range(0, len(texts), self.forward_batch):
-                tokens = self.bundle.tokenizer(texts[s:s + self.forward_batch]).to(self.device)
-                out.append(self.bundle.model.encode_text(tokens).float().cpu().numpy())
-        return normalize_rows(np.concatenate(out[1:])) if texts else out[0]
-
-    def embed_images(self, images: list[Any]) -> np.ndarray:
-        """``images``: PIL images (any mode)."""
-        import torch
-
-        out = []
-        with torch.inference_mode(), autocast(self.device, self.fp16):
-            for s in range(0, len(images), self.forward_batch):
-                x = torch.stack([self.transform(im.convert("RGB")) for im in images[s:s + self.forward_batch]])
-                out.append(self.bundle.model.encode_image(x.to(self.device)).float().cpu().numpy())
-        return normalize_rows(np.concatenate(out)) if out else np.zeros((0, 1), np.float32)
-
-
-def load_image(uri: str, root: str | None) -> Any:
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(read_bytes(resolve_media_uri(uri, root))))
-    image.load()
-    return image
-
-
-def first_image(row: dict[str, Any]) -> dict[str, Any] | None:
-    return next((r for r in row.get("media") or [] if r and r.get("modality") == "image"), None)
-
-
-def image_key(row: dict[str, Any]) -> str | None:
-    """What identifies a row's image file: its sha256, else its resolved uri."""
-    ref = first_image(row)
-    if ref is None:
-        return None
-    try:
-        return str(ref.get("sha256") or resolve_media_uri(ref["uri"], row.get("manifest_root")))
-    except MediaPathError:  # media_check rejects such rows; here the raw uri is key enough
-        return str(ref["uri"])
-
-
-def root_id(row: dict[str, Any]) -> str:
-    """The sample a row belongs to: augmented copies share their source's id."""
-    return str(row["parent_id"] if row.get("parent_id") and row.get("negative_type") is None else row["id"])
-
-
-def caption_bank(rows: pa.Table) -> pa.Table:
-    """Whole-dataset caption bank for mining (``bank_path``) from ``clip_score`` output: one row
-    per caption of every ok object row with ``clip_text_emb``; write it with
-    ``pyarrow.parquet.write_table(bank, path)`` and keep the ``clip_model`` in its metadata."""
-    out: dict[str, list[Any]] = {name: [] for name in BANK_COLUMNS}
-    models = set()
-    for row in rows.to_pylist():
-        if row.get("status") != STATUS_OK or row.get("negative_type") is not None or not row.get("clip_text_emb"):
-            continue
-        models.add(row.get("clip_model"))
-        for text, emb in zip(positive_captions(row), row["clip_text_emb"], strict=False):
-            out["id"].append(row["id"])
-            out["root_id"].append(root_id(row))
-            out["image_key"].append(image_key(row))
-            out["text"].append(text)
-            out["embedding"].append(np.asarray(emb, np.float16))
-    table = pa.table({**{k: out[k] for k in BANK_COLUMNS[:-1]},
-                      "embedding": pa.array(out["embedding"], pa.list_(pa.float16()))})
-    return table.replace_schema_metadata({"clip_model": ",".join(sorted(str(m) for m in models))})
 
 
 class NegativesFilterParams(ModelParams):
@@ -183,17 +92,7 @@ class NegativesFilter(Stage):
         p = self.params
         self.embedder = ClipEmbedder(p)
         self.rules = FilterRules(p.ratio, p.ceiling, p.margin)
-        self.bank: dict[str, Any] | None = None
-        if p.bank_path:
-            table = pq.read_table(p.bank_path, columns=list(BANK_COLUMNS))
-            model = (table.schema.metadata or {}).get(b"clip_model", b"").decode()
-            if model and model != self.embedder.model_id:
-                raise ValueError(f"caption bank {p.bank_path} was embedded by {model}, not {self.embedder.model_id}")
-            emb = table["embedding"].combine_chunks()
-            self.bank = {k: table[k].to_pylist() for k in BANK_COLUMNS[:-1]}
-            self.bank["embedding"] = emb.values.to_numpy().reshape(len(emb), -1)
-            self.bank["group"], self.bank["nodes"] = sample_groups(list(zip(self.bank["root_id"],
-                                                                            self.bank["image_key"], strict=True)))
+        self.bank: dict[str, Any] | None = read_bank(p.bank_path, self.embedder.model_id) if p.bank_path else None
 
     def process(self, rows: pa.Table) -> pa.Table:
         records = rows.to_pylist()
@@ -263,18 +162,7 @@ class NegativesFilter(Stage):
                 and self._lowest_positive(aid, emb) is not None]
         if not real:
             return []
-        if self.bank is not None:
-            bank = self.bank
-        else:
-            bank = {"id": [], "root_id": [], "image_key": [], "text": []}
-            for aid in real:
-                for text in emb["caps"][aid]:
-                    bank["id"].append(aid)
-                    bank["root_id"].append(root_id(anchors[aid]))
-                    bank["image_key"].append(image_key(anchors[aid]))
-                    bank["text"].append(text)
-            bank["embedding"] = np.stack([emb["txt"][t] for t in bank["text"]])
-            bank["group"], bank["nodes"] = sample_groups(list(zip(bank["root_id"], bank["image_key"], strict=True)))
+        bank = self.bank if self.bank is not None else batch_bank(anchors, real, emb["caps"], emb["txt"])
         owners = {oid: n for n, oid in enumerate(dict.fromkeys(bank["id"] + real))}
         top = mine_topk(np.stack([emb["img"][a] for a in real]), bank["embedding"], p.mine_k,
                         query_owner=[owners[a] for a in real], key_owner=[owners[o] for o in bank["id"]])

@@ -262,7 +262,8 @@ def test_negatives_filter_embeds_images_as_clip_score_does(world: pa.Table) -> N
     embeds the image itself otherwise (its own PIL path): both must give the same vector, or a
     negative's similarity would depend on whether clip_score ran first."""
     from access.io import resolve_media_uri
-    from stages.negatives_filter import ClipEmbedder, first_image, load_image
+    from stages.clip_embedder import ClipEmbedder, load_image
+    from stages.negatives_bank import first_image
     from stages.scoring import ModelParams
 
     if not (DEMO / "open_clip_model.safetensors").is_file():

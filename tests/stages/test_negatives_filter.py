@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from schemas.reason_codes import ReasonCode
 from stages.base import conform
 from stages.caption_edits import positive_captions
-from stages.negatives_filter import ClipEmbedder, NegativesFilter
+from stages.clip_embedder import ClipEmbedder
+from stages.negatives_filter import NegativesFilter
 from stages.negatives_image import NegativesImage
 from stages.negatives_mining import (
     FALSE_NEGATIVE_VERDICTS,

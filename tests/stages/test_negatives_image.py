@@ -82,7 +82,7 @@ def test_demo_model_scores_colour_swaps_below_their_positives(tmp_path: Path) ->
                     "--out models/demo-clip)")
     from PIL import Image
 
-    from stages.negatives_filter import ClipEmbedder
+    from stages.clip_embedder import ClipEmbedder
 
     world = generate_world(tmp_path / "world", 200, 0.0, 11)
     out = NegativesImage({"media_out": str(tmp_path / "neg")})(read_manifest(str(world.manifest_path)))
