@@ -1,0 +1,174 @@
+"""The release as a stream: checks gathered block by block, shards written from a sorted stream.
+
+1. :func:`gather`: duplicate ids from the ``id``/``status``/``source_ref`` columns of the rows
+   whose id occurs twice (a group-by on the source), then one pass of
+   :meth:`ReleasePartial.of_block` over every block (on workers), merged here: counts, lint,
+   media problems, report examples, metrics. The driver holds the partials, never the rows.
+2. :func:`write_shards`: the rows through ``rows.prepare``, sorted by
+   ``(_group, _kind, _id, _ref)``, arrive here in batches; :class:`ShardStreamWriter` buffers one
+   shard at a time and rolls over at each group change and when the shard's ``_bytes`` reach the
+   size target. Boundaries depend only on the rows, so the same inputs give the same shard bytes
+   whatever the block layout or the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.release.partials import ReleasePartial
+from pipeline.release.rows import DUPLICATE_COLUMNS, SORT_COLUMNS, duplicate_losers, prepare, written_columns
+from pipeline.release.shards import ShardInfo, encode_parquet, jsonl_chunks, shard_name
+from pipeline.release.source import RowSource
+from pipeline.run.config import MetricsConfig
+
+log = logging.getLogger(__name__)
+
+Put = Callable[[str, "bytes | Iterable[bytes]"], tuple[int, str]]
+
+
+@dataclass
+class Gathered:
+    losers: dict[tuple[str, str], str]
+    partial: ReleasePartial
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _PartialFn:
+    """Picklable block function: a block -> its pickled :class:`ReleasePartial`."""
+
+    def __init__(self, losers: Mapping[tuple[str, str], str], vocab: Mapping[str, int], per_code: int,
+                 metrics_cfg: MetricsConfig | None, seed: int) -> None:
+        self.losers, self.vocab, self.per_code = dict(losers), dict(vocab), per_code
+        self.metrics_cfg, self.seed = metrics_cfg, seed
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        from pipeline.release.rows import mark_losers
+
+        block = mark_losers(block, self.losers)
+        return ReleasePartial.of_block(block, self.vocab, self.per_code, self.metrics_cfg, self.seed).to_table()
+
+
+class _PrepareFn:
+    def __init__(self, losers: Mapping[tuple[str, str], str]) -> None:
+        self.losers = dict(losers)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        return prepare(block, self.losers)
+
+
+def gather(source: RowSource, inputs: Sequence[str], vocab: Mapping[str, int], *, per_code: int = 3,
+           metrics_cfg: MetricsConfig | None = None, seed: int = 0) -> Gathered:
+    t0 = time.perf_counter()
+    losers = duplicate_losers(source.duplicate_candidates(DUPLICATE_COLUMNS), inputs)
+    t1 = time.perf_counter()
+    merged = ReleasePartial(metrics=None)
+    for result in source.map_blocks(_PartialFn(losers, vocab, per_code, metrics_cfg, seed)):
+        for part in ReleasePartial.from_table(result):
+            merged.merge(part, per_code)
+    t2 = time.perf_counter()
+    log.info("release: %d duplicate row(s) in %.1fs; checks and metrics gathered in %.1fs",
+             len(losers), t1 - t0, t2 - t1)
+    return Gathered(losers, merged, {"duplicates": t1 - t0, "checks_and_metrics": t2 - t1})
+
+
+def _runs(column: pa.ChunkedArray | pa.Array) -> Iterator[tuple[Any, int, int]]:
+    """``(value, start, length)`` of each run of equal values of a sorted column."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = pc.run_end_encode(array)
+    start = 0
+    for end, value in zip(encoded.run_ends.to_pylist(), encoded.values.to_pylist(), strict=True):
+        yield value, start, end - start
+        start = end
+
+
+def shard_paths(group: str, index: int, jsonl: bool) -> tuple[str, list[tuple[str, str]]]:
+    """``(kind in the manifest, [(path, format), ...])`` of shard ``index`` of ``group``."""
+    family, _, rest = group.partition("/")
+    if family == "data":
+        paths = [(f"data/{shard_name(rest, index, 'parquet')}", "parquet")]
+        if jsonl:
+            paths.append((f"jsonl/{shard_name(rest, index, 'jsonl')}", "jsonl"))
+        return rest, paths
+    if family == "negatives":
+        return "negatives", [(f"negatives/{shard_name(rest, index, 'parquet')}", "parquet")]
+    return "rejects", [(f"{group}/{shard_name('part', index, 'parquet')}", "parquet")]
+
+
+class ShardStreamWriter:
+    """Shards from sorted, prepared batches; see the module docstring for the rollover rule."""
+
+    def __init__(self, put: Put, target_bytes: int, jsonl: bool, watch: Iterable[str] = ()) -> None:
+        self.put, self.target, self.jsonl = put, max(1, target_bytes), jsonl
+        self.group: str | None = None
+        self.index = 0
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.shards: list[ShardInfo] = []
+        self.watch = set(watch)
+        self.found: dict[str, str] = {}  # watched reject id -> its file
+        self.rows = 0
+
+    def add(self, batch: pa.Table) -> None:
+        sizes = batch["_bytes"].to_numpy(zero_copy_only=False)
+        for group, start, length in _runs(batch["_group"]):
+            if group != self.group:
+                self.flush()
+                self.group, self.index = group, 0
+            pos = start
+            end = start + length
+            while pos < end:
+                cum = np.cumsum(sizes[pos:end])
+                k = int(np.searchsorted(cum, self.target - self.buffered, side="left"))
+                if k >= len(cum):  # the shard is not full yet
+                    self._buffer(batch.slice(pos, end - pos), int(cum[-1]))
+                    pos = end
+                else:
+                    self._buffer(batch.slice(pos, k + 1), int(cum[k]))
+                    pos += k + 1
+                    self.flush()
+
+    def _buffer(self, piece: pa.Table, nbytes: int) -> None:
+        self.buffer.append(piece)
+        self.buffered += nbytes
+
+    def flush(self) -> None:
+        if not self.buffer or self.group is None:
+            return
+        table = pa.concat_tables(self.buffer, promote_options="permissive").combine_chunks()
+        self.buffer, self.buffered = [], 0
+        kind, paths = shard_paths(self.group, self.index, self.jsonl)
+        if self.watch and kind == "rejects":
+            for rid in table["id"].to_pylist():
+                if rid in self.watch and rid not in self.found:
+                    self.found[rid] = paths[0][0]
+        data = written_columns(self.group, table)
+        for path, fmt in paths:
+            blob: bytes | Iterable[bytes] = encode_parquet(data) if fmt == "parquet" else jsonl_chunks(data)
+            size, digest = self.put(path, blob)
+            self.shards.append(ShardInfo(path, kind, fmt, data.num_rows, size, digest))
+        self.rows += data.num_rows
+        self.index += 1
+
+    def close(self) -> list[ShardInfo]:
+        self.flush()
+        return self.shards
+
+
+def write_shards(source: RowSource, losers: Mapping[tuple[str, str], str], put: Put, *, target_bytes: int,
+                 jsonl: bool, watch: Iterable[str] = ()) -> ShardStreamWriter:
+    writer = ShardStreamWriter(put, target_bytes, jsonl, watch)
+    t0 = time.perf_counter()
+    for batch in source.sorted_batches(_PrepareFn(losers), list(SORT_COLUMNS)):
+        writer.add(batch)
+    writer.close()
+    log.info("release: %d rows in %d shard file(s) in %.1fs", writer.rows, len(writer.shards),
+             time.perf_counter() - t0)
+    return writer
