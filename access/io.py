@@ -1,24 +1,37 @@
 """Filesystems and URIs: local paths, ``file://`` and ``s3://`` through pyarrow.
 
-S3 settings come from the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``); with Ray they must be set before
-``ray.init()`` or in the job's ``runtime_env``.
+S3 settings come from the standard environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``,
+and credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, else the AWS SDK's chain:
+``AWS_SHARED_CREDENTIALS_FILE``/``AWS_PROFILE``, an instance role). Ray workers never get
+credentials from the driver's runtime_env (Ray writes it to its logs): a local Ray's workers
+inherit the driver's environment, a cluster's use their own (``pipeline.run.ray_runner``).
+
+Media are opened with :func:`open_media`: a regular file only, never through a symbolic link at
+its last component (the media policy, ``access.paths``, has resolved links already), its size
+checked before a byte is read, and read as a stream.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import hashlib
 import os
 import posixpath
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-ALLOWED_SCHEMES = ("", "file", "s3")
+from access.paths import MediaPathError, MediaPolicy
 
-
-class MediaPathError(ValueError):
-    """A media URI that must not be read: bad scheme, or a relative path escaping its root."""
+__all__ = ["MediaPathError", "MediaPolicy"]  # re-exported: stages catch it from here
+CHUNK_BYTES = 1 << 20
 
 
 @functools.lru_cache(maxsize=4)
@@ -64,24 +77,17 @@ def parent_uri(uri: str) -> str:
 
 
 def resolve_media_uri(uri: str, root: str | None) -> str:
-    """Resolve a media ref's ``uri`` against the manifest root.
+    """The URI a stage opens for a media ref.
 
-    Absolute paths, ``file://`` and ``s3://`` URIs are taken as given; a relative path is joined
-    to ``root`` and must stay inside it. Raises :class:`MediaPathError` otherwise.
+    Ingest resolves every ref of a manifest through the run's :class:`MediaPolicy` (the
+    manifest's folder plus ``media_roots``), so rows from ingest carry absolute refs, and so do
+    the refs that stages write (augmented media); those are taken as given. A relative ref (a
+    row built by hand) goes through the policy with ``root`` as its only root. Raises
+    :class:`MediaPathError` for anything else.
     """
-    parsed = urlparse(uri)
-    if parsed.scheme not in ALLOWED_SCHEMES and len(parsed.scheme) != 1:
-        raise MediaPathError(f"uri scheme {parsed.scheme!r} is not allowed")
-    if parsed.scheme in ("file", "s3") or os.path.isabs(uri):
+    if uri.startswith("s3://") or os.path.isabs(uri):
         return uri
-    if root is None:
-        raise MediaPathError("relative uri without a manifest root")
-    normalized = posixpath.normpath(uri)
-    if normalized == ".." or normalized.startswith("../") or normalized.startswith("/"):
-        raise MediaPathError("uri escapes the manifest root")
-    if root.startswith("s3://"):
-        return f"{root.rstrip('/')}/{normalized}"
-    return os.path.join(root, normalized)
+    return MediaPolicy.for_root(root).resolve(uri)
 
 
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
@@ -96,8 +102,91 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
     if max_bytes is not None and info.size is not None and info.size > max_bytes:
         raise ValueError(f"{uri} is {info.size} bytes, over the limit of {max_bytes}")
     with fs.open_input_stream(path) as stream:
-        data: bytes = stream.read()
+        # A size that lies (a file still growing, /proc) never reads more than the limit.
+        data: bytes = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{uri} is over the limit of {max_bytes} bytes")
     return data
+
+
+@dataclass
+class MediaFile:
+    """An open media object: a seekable binary stream, its size, and its local path (None on
+    S3) for decoders that only take paths (OpenCV's video reader)."""
+
+    stream: BinaryIO
+    size: int
+    local_path: str | None
+
+    def read_all(self) -> bytes:
+        self.stream.seek(0)
+        data: bytes = self.stream.read(self.size + 1)
+        if len(data) > self.size:
+            raise ValueError(f"{self.local_path or 'object'} grew while it was read")
+        return data
+
+    def sha256(self) -> str:
+        """The stream's sha256, read in pieces (never the whole object in memory)."""
+        self.stream.seek(0)
+        digest, left = hashlib.sha256(), self.size
+        while left > 0:
+            piece = self.stream.read(min(CHUNK_BYTES, left))
+            if not piece:
+                break
+            digest.update(piece)
+            left -= len(piece)
+        return digest.hexdigest()
+
+
+@contextmanager
+def open_media(uri: str, max_bytes: int) -> Iterator[MediaFile]:
+    """Open a resolved media URI for reading (module docstring). Raises ``FileNotFoundError``,
+    :class:`MediaPathError` (a symbolic link, not a regular file), ``ValueError`` when the
+    object is larger than ``max_bytes`` (the message gives its size), ``OSError``."""
+    fs, path = filesystem_for(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            # O_NONBLOCK: a FIFO put in place of a file must not hang the worker.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # the last component is a symbolic link
+                raise MediaPathError("is a symbolic link (changed after it was resolved)") from None
+            raise
+        handle = os.fdopen(fd, "rb")
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise MediaPathError("is not a regular file")
+            if info.st_size > max_bytes:
+                raise ValueError(f"is {info.st_size} bytes, over the limit of {max_bytes}")
+            yield MediaFile(handle, info.st_size, path)
+        finally:
+            handle.close()
+        return
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(uri)
+    if info.type != pafs.FileType.File:
+        raise MediaPathError("is not a regular file")
+    size = int(info.size or 0)
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes, over the limit of {max_bytes}")
+    with fs.open_input_file(path) as stream:
+        yield MediaFile(stream, size, None)
+
+
+@contextmanager
+def local_copy(media: MediaFile, suffix: str) -> Iterator[str]:
+    """A local path with the media's bytes: its own path, or a temp copy made in pieces."""
+    if media.local_path is not None:
+        yield media.local_path
+        return
+    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+        media.stream.seek(0)
+        while piece := media.stream.read(CHUNK_BYTES):
+            handle.write(piece)
+        handle.flush()
+        yield handle.name
 
 
 def write_bytes(uri: str, data: bytes) -> None:

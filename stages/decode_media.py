@@ -16,22 +16,27 @@ Consumes ``kind``, ``media``, ``manifest_root``, ``boxes`` (or ``boxes_xyxy``), 
   segment's window, resampled with librosa to ``audio_sample_rate`` and capped at
   ``max_audio_s``; ``decoded_audio_rate``.
 
-Rejects with ``ERR_CROSS_MDL_MEDIA`` a row whose media cannot be read or decoded. The scorers
-null these columns once they have used them, so the arrays never reach a release.
+Rejects with ``ERR_CROSS_MDL_MEDIA`` a row whose media cannot be read or decoded, or whose
+header breaks a decoding limit (``access.media_limits``, the same params as ``media_check``:
+image pixels, audio sample rate and duration, video frame size, count and duration), checked
+before any pixel or sample is allocated; audio is read only for the segment's window. The
+scorers null these columns once they have used them, so the arrays never reach a release.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from access.io import filesystem_for, read_bytes, resolve_media_uri
+from access.io import MediaFile, local_copy, open_media, resolve_media_uri
+from access.media_limits import MediaHeaderError, MediaLimits, VideoHeader, audio_header, image_header, video_capture
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 
@@ -50,6 +55,19 @@ AUDIO_COLUMNS = ("decoded_audio", "decoded_audio_rate")
 
 class MediaDecodeError(ValueError):
     """A media ref that cannot be read or decoded (the row gets ``ERR_CROSS_MDL_MEDIA``)."""
+
+
+@contextmanager
+def opened_media(ref: dict[str, Any], root: str | None, max_bytes: int) -> Iterator[MediaFile]:
+    """The ref's media, opened through the policy; errors name the ref (a limit's measured value,
+    a size over ``max_bytes``, a ref outside the roots, a missing file)."""
+    try:
+        with open_media(resolve_media_uri(ref["uri"], root), max_bytes) as media:
+            yield media
+    except MediaDecodeError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise MediaDecodeError(f"{ref.get('modality')} {ref['uri']}: {exc}") from None
 
 
 def image_spec(size: int, resize_mode: str, interpolation: str, fill_color: int) -> str:
@@ -75,13 +93,14 @@ def pixels(image: Any) -> bytes:
     return array.tobytes()
 
 
-def open_image(data: bytes, uri: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
+def open_image(media: MediaFile, uri: str, limits: MediaLimits) -> Any:
+    """The decoded image; its header is checked against the pixel limit first."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = image_header(media.stream, limits)
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except MediaHeaderError as exc:
+        raise MediaDecodeError(f"image {uri} {exc}") from None
+    except (OSError, SyntaxError) as exc:
         raise MediaDecodeError(f"image {uri} is undecodable: {exc}") from None
     return image
 
@@ -109,53 +128,65 @@ def segment_window(row: dict[str, Any]) -> tuple[int, int | None]:
     return start, int(duration) if duration else None
 
 
-def sample_video_frames(path: str, fps_hint: float | None, start_us: int,
-                        duration_us: int | None, count: int) -> tuple[list[np.ndarray], list[int]]:
-    """``count`` RGB frames at the centres of equal slices of ``[start, start + duration)``."""
+def sample_video_frames(path: str, fps_hint: float | None, start_us: int, duration_us: int | None,
+                        count: int, limits: MediaLimits | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """``count`` RGB frames at the centres of equal slices of ``[start, start + duration)``;
+    the container's frame size, count and duration are checked against ``limits`` first."""
+    try:
+        with video_capture(path, limits or MediaLimits()) as (capture, header):
+            return _sample_frames(capture, header, path, fps_hint, start_us, duration_us, count)
+    except MediaHeaderError:
+        raise MediaDecodeError(f"video {path} cannot be opened") from None
+
+
+def _sample_frames(capture: Any, header: VideoHeader, path: str, fps_hint: float | None, start_us: int,
+                   duration_us: int | None, count: int) -> tuple[list[np.ndarray], list[int]]:
     import cv2
 
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        raise MediaDecodeError(f"video {path} cannot be opened")
-    try:
-        fps = float(fps_hint or capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if fps <= 0 or total <= 0:
-            raise MediaDecodeError(f"video {path}: unknown frame rate or frame count")
-        span = duration_us if duration_us else int(total * US / fps) - start_us
-        times = [start_us + (2 * k + 1) * span // (2 * count) for k in range(count)]
-        wanted = {min(total - 1, int(t * fps // US)): t for t in times}
-        frames: dict[int, np.ndarray] = {}
-        for index in range(max(wanted) + 1):
-            if not capture.grab():
-                break
-            if index in wanted:
-                ok, frame = capture.retrieve()
-                if ok:
-                    frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+    fps = float(fps_hint or header.fps)
+    total = header.frames
+    if fps <= 0 or total <= 0:
+        raise MediaDecodeError(f"video {path}: unknown frame rate or frame count")
+    span = duration_us if duration_us else int(total * US / fps) - start_us
+    times = [start_us + (2 * k + 1) * span // (2 * count) for k in range(count)]
+    wanted = {min(total - 1, int(t * fps // US)): t for t in times}
+    frames: dict[int, np.ndarray] = {}
+    for index in range(max(wanted) + 1):
+        if not capture.grab():
+            break
+        if index in wanted:
+            ok, frame = capture.retrieve()
+            if ok:
+                frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     if len(frames) != len(wanted):
         raise MediaDecodeError(f"video {path}: decoded {len(frames)} of {len(wanted)} frames")
     order = sorted(wanted)
     return [frames[i] for i in order], [int(wanted[i]) for i in order]
 
 
-def decode_audio(data: bytes, uri: str, rate: int, start_us: int, duration_us: int | None,
-                 max_s: float) -> np.ndarray:
-    """Mono float32 samples at ``rate`` of the window, at most ``max_s`` seconds long."""
+def decode_audio(data: bytes | MediaFile, uri: str, rate: int, start_us: int, duration_us: int | None,
+                 max_s: float, limits: MediaLimits | None = None) -> np.ndarray:
+    """Mono float32 samples at ``rate`` of the window, at most ``max_s`` seconds long. The
+    header is checked against ``limits`` first, then only the window is read."""
     import librosa
     import soundfile
 
+    stream: Any = io.BytesIO(data) if isinstance(data, bytes) else data.stream
     try:
-        samples, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        info = audio_header(stream, limits or MediaLimits())
+        sr = int(info.samplerate)
+        first = start_us * sr // US
+        last = info.frames if duration_us is None else (start_us + duration_us) * sr // US
+        last = min(last, first + int(max_s * sr), info.frames)
+        with soundfile.SoundFile(stream) as sound:
+            if last > first:
+                sound.seek(first)
+            samples = sound.read(max(0, last - first), dtype="float32", always_2d=True)
+    except MediaHeaderError as exc:
+        raise MediaDecodeError(f"audio {uri} {exc}") from None
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
         raise MediaDecodeError(f"audio {uri} is undecodable: {exc}") from None
     mono = samples.mean(axis=1)
-    first = start_us * sr // US
-    last = mono.shape[0] if duration_us is None else (start_us + duration_us) * sr // US
-    last = min(last, first + int(max_s * sr))
-    mono = mono[first:last]
     if mono.size == 0:
         raise MediaDecodeError(f"audio {uri}: no samples in the window")
     if sr != rate:
@@ -169,8 +200,9 @@ def decode_audio(data: bytes, uri: str, rate: int, start_us: int, duration_us: i
     return np.ascontiguousarray(mono[: int(max_s * rate)], dtype=np.float32)
 
 
-class DecodeMediaParams(StageParams):
-    """How images, frames and audio are decoded; image settings must match the CLIP model."""
+class DecodeMediaParams(StageParams, MediaLimits):
+    """How images, frames and audio are decoded; image settings must match the CLIP model. The
+    decoding limits are those of ``media_check``; only ``max_media_bytes`` is smaller here."""
 
     images: bool = Field(default=True, description="decode images, box crops and video frames")
     image_size: int = Field(default=224, ge=8, le=1024, description="side of the square model input")
@@ -184,7 +216,7 @@ class DecodeMediaParams(StageParams):
     audio: bool = Field(default=True, description="decode audio refs")
     audio_sample_rate: int = Field(default=48_000, ge=1000, description="the CLAP model's rate")
     max_audio_s: float = Field(default=10.0, gt=0, description="longest audio kept per ref")
-    max_media_bytes: int = Field(default=256 << 20, gt=0, description="larger media are rejected")
+    max_media_bytes: int = Field(default=256 << 20, gt=0, description="larger media are rejected unread")
 
 
 class DecodeMedia(Stage):
@@ -236,10 +268,9 @@ class DecodeMedia(Stage):
             for ref in refs:
                 if ref.get("modality") != "audio":
                     continue
-                uri = resolve_media_uri(ref["uri"], root)
-                clips.append(decode_audio(read_bytes(uri, p.max_media_bytes), ref["uri"],
-                                          p.audio_sample_rate, start_us, duration_us,
-                                          p.max_audio_s))
+                with opened_media(ref, root, p.max_media_bytes) as media:
+                    clips.append(decode_audio(media, ref["uri"], p.audio_sample_rate, start_us,
+                                              duration_us, p.max_audio_s, p))
             if clips:
                 out["decoded_audio"] = clips
                 out["decoded_audio_rate"] = p.audio_sample_rate
@@ -258,16 +289,15 @@ class DecodeMedia(Stage):
             video = next((r for r in refs if r.get("modality") == "video"), None)
             if video is None:
                 return out
-            frames, times = self._video_frames(resolve_media_uri(video["uri"], root),
-                                               video.get("fps"), start_us, duration_us, p)
+            frames, times = self._video_frames(video, root, start_us, duration_us, p)
             images = [pixels(self._transform(Image.fromarray(f))) for f in frames]
             out["decoded_frame_us"] = times
         else:
             image_refs = [r for r in refs if r.get("modality") == "image"]
             opened = []
             for ref in image_refs[:1] if row["kind"] == "object" else image_refs:
-                data = read_bytes(resolve_media_uri(ref["uri"], root), p.max_media_bytes)
-                opened.append(open_image(data, ref["uri"]))
+                with opened_media(ref, root, p.max_media_bytes) as media:
+                    opened.append(open_image(media, ref["uri"], p))
             images = [pixels(self._transform(image)) for image in opened]
             if row["kind"] == "object" and p.box_crops and opened and row.get("boxes"):
                 boxes = row_boxes_xyxy(row) or [[float("nan")] * 4 for _ in row["boxes"]]
@@ -280,16 +310,10 @@ class DecodeMedia(Stage):
                                                    p.interpolation, p.fill_color)
         return out
 
-    def _video_frames(self, uri: str, fps: float | None, start_us: int,
+    def _video_frames(self, ref: dict[str, Any], root: str | None, start_us: int,
                       duration_us: int | None, p: DecodeMediaParams
                       ) -> tuple[list[np.ndarray], list[int]]:
-        fs, path = filesystem_for(uri)
-        if not uri.startswith("s3://"):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(uri)
-            return sample_video_frames(path, fps, start_us, duration_us, p.video_frames)
-        suffix = os.path.splitext(path)[1] or ".mp4"
-        with tempfile.NamedTemporaryFile(suffix=suffix) as handle:  # OpenCV reads files only
-            handle.write(read_bytes(uri, p.max_media_bytes))
-            handle.flush()
-            return sample_video_frames(handle.name, fps, start_us, duration_us, p.video_frames)
+        # OpenCV reads files only: an S3 video is copied to a temp file in pieces.
+        with opened_media(ref, root, p.max_media_bytes) as media, \
+                local_copy(media, os.path.splitext(ref["uri"])[1] or ".mp4") as path:
+            return sample_video_frames(path, ref.get("fps"), start_us, duration_us, p.video_frames, p)

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,10 +20,16 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from access.io import parent_uri, read_bytes
+from access.paths import MediaPathError, MediaPolicy
 from schemas.reason_codes import ReasonCode
 from schemas.records import ROW_SCHEMA, STATUS_OK, STATUS_REJECTED, Record
 
 INGEST_STAGE = "ingest"
+# A line an importer wrote for an input sample it could not map (``pipeline.interchange``):
+# ``{"id", "kind", ..., "import_reject": {"code": SCHEMA|MEDIA, "detail": ...}}`` becomes a row
+# rejected at stage ``import`` with that code and detail.
+IMPORT_REJECT_FIELD = "import_reject"
+IMPORT_STAGE = "import"
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
 _ID_SALVAGE = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_-]{1,128})"')
 _KIND_SALVAGE = re.compile(rb'"kind"\s*:\s*"(object|segment|document|text)"')
@@ -39,7 +45,8 @@ def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _rejected_row(raw: bytes, where: str, detail: str, root: str, fallback_id: str) -> dict[str, Any]:
+def _rejected_row(raw: bytes, where: str, detail: str, root: str, fallback_id: str,
+                  code: ReasonCode = ReasonCode.SCHEMA, stage: str = INGEST_STAGE) -> dict[str, Any]:
     head = raw[:4096]
     id_match = _ID_SALVAGE.search(head)
     kind_match = _KIND_SALVAGE.search(head)
@@ -47,8 +54,8 @@ def _rejected_row(raw: bytes, where: str, detail: str, root: str, fallback_id: s
         "id": id_match.group(1).decode() if id_match else fallback_id,
         "kind": kind_match.group(1).decode() if kind_match else None,
         "status": STATUS_REJECTED,
-        "reject_stage": INGEST_STAGE,
-        "reject_code": str(ReasonCode.SCHEMA),
+        "reject_stage": stage,
+        "reject_code": str(code),
         "reject_detail": detail[:1000],
         "manifest_root": root,
         "source_ref": where,
@@ -60,6 +67,10 @@ def _validated_row(obj: object, raw: bytes, where: str, root: str, fallback_id: 
         return _rejected_row(
             raw, where, f"{where}: record is a JSON {type(obj).__name__}, not an object", root, fallback_id
         )
+    marker = obj.get(IMPORT_REJECT_FIELD)
+    if isinstance(marker, dict):
+        code = ReasonCode.MEDIA if marker.get("code") == ReasonCode.MEDIA else ReasonCode.SCHEMA
+        return _rejected_row(raw, where, f"{where}: {marker.get('detail')}", root, fallback_id, code, IMPORT_STAGE)
     try:
         record = Record.model_validate(obj)
     except ValidationError as err:
@@ -145,20 +156,53 @@ def mark_duplicates(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def parse_manifest_bytes(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> pa.Table:
-    """Parse one manifest file's bytes (``.parquet`` or JSON lines) into a ROW_SCHEMA table."""
+def _resolve_refs(refs: list[dict[str, Any]], policy: MediaPolicy) -> str | None:
+    """Resolve every ``uri`` and ``features_path`` in place; the first refusal (and no change)
+    when one is outside the allowed roots."""
+    resolved: list[tuple[dict[str, Any], str, str]] = []
+    for k, ref in enumerate(refs):
+        for key in ("uri", "features_path"):
+            if ref.get(key) is None:
+                continue
+            try:
+                resolved.append((ref, key, policy.resolve(ref[key])))
+            except MediaPathError as err:
+                return f"media[{k}].{key} ({ref[key]}): {err}"
+    for ref, key, value in resolved:
+        ref[key] = value
+    return None
+
+
+def resolve_media(rows: Iterable[dict[str, Any]], policy: MediaPolicy) -> Iterator[dict[str, Any]]:
+    """Resolve the media refs of ``ok`` rows through the media policy (``access.paths``): each
+    row then carries the URIs the stages open. A row with a ref outside the allowed roots is
+    rejected here, ``ERR_CROSS_MDL_MEDIA``, before anything is opened."""
+    for row in rows:
+        problem = _resolve_refs(row.get("media") or [], policy) if row["status"] == STATUS_OK else None
+        if problem:
+            row.update(status=STATUS_REJECTED, reject_stage=INGEST_STAGE, reject_code=str(ReasonCode.MEDIA),
+                       reject_detail=f"{row['source_ref']}: {problem}"[:1000])
+        yield row
+
+
+def parse_manifest_bytes(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, *,
+                         media_roots: Sequence[str] = ()) -> pa.Table:
+    """Parse one manifest file's bytes (``.parquet`` or JSON lines) into a ROW_SCHEMA table;
+    media refs resolve under the manifest's folder and ``media_roots``."""
     rows_iter = iter_parquet_rows if uri.endswith(".parquet") else iter_jsonl_rows
-    rows = list(mark_duplicates(rows_iter(data, uri, max_record_bytes)))
+    policy = MediaPolicy.for_root(parent_uri(uri), media_roots)
+    rows = list(mark_duplicates(resolve_media(rows_iter(data, uri, max_record_bytes), policy)))
     for row in rows:
         for box in row.get("boxes") or []:
             box["bbox"] = [float(v) if v is not None else math.nan for v in box["bbox"]]
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
-def read_manifest(uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> pa.Table:
+def read_manifest(uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, *,
+                  media_roots: Sequence[str] = ()) -> pa.Table:
     """Read a manifest from a path, ``file://`` or ``s3://`` URI. A missing manifest raises
     ``FileNotFoundError`` (the run cannot start); bad records inside it never raise."""
-    return parse_manifest_bytes(read_bytes(uri), uri, max_record_bytes)
+    return parse_manifest_bytes(read_bytes(uri), uri, max_record_bytes, media_roots=media_roots)
 
 
 def mark_duplicate_ids(table: pa.Table) -> pa.Table:

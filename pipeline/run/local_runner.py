@@ -56,8 +56,9 @@ def run_stages(table: pa.Table, stages: Sequence[Stage]) -> LocalRun:
     return run
 
 
-def read_inputs(uris: Sequence[str], max_record_bytes: int) -> pa.Table:
+def read_inputs(uris: Sequence[str], max_record_bytes: int, *, media_roots: Sequence[str] = ()) -> pa.Table:
+    """Every manifest's rows, media refs resolved under its folder and ``media_roots``."""
     from pipeline.run.ingest import mark_duplicate_ids
 
-    tables = [read_manifest(uri, max_record_bytes) for uri in uris]
+    tables = [read_manifest(uri, max_record_bytes, media_roots=media_roots) for uri in uris]
     return mark_duplicate_ids(pa.concat_tables(tables))

@@ -151,6 +151,11 @@ def test_escaping_media_without_media_check_is_a_release_error(tmp_path: Path) -
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(line) + "\n")
     table = read_inputs([str(path)], 1 << 20)
+    assert table["reject_code"].to_pylist() == ["ERR_CROSS_MDL_MEDIA"]  # ingest refused the ref
+    # A row built by hand (no ingest) with that ref: the writer refuses it too.
+    rows = [{**r, "status": "ok", "reject_stage": None, "reject_code": None, "reject_detail": None}
+            for r in table.to_pylist()]
+    table = pa.Table.from_pylist(rows, schema=table.schema)
     with pytest.raises(ReleaseError, match="media_check"):
         write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
                       inputs=[InputFingerprint(str(path), *fingerprint_input(str(path)))],

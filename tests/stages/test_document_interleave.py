@@ -55,7 +55,9 @@ def test_layout_writes_paragraphs_and_spans_in_reading_order(examples_dir: Path)
     assert row["content"] == "\n\n".join([
         "Report on shapes. Section 1 studies circles.", PAD, "Figure 1 shows a red circle.",
         "Section 2 studies squares; Figure 2 shows a blue square.", PAD])
-    assert [m["uri"] for m in row["media"]] == ["media/doc-fig-1.png", "media/doc-fig-2.png"]
+    # ingest resolved the refs (access.paths): media/doc-fig-N.png under the manifest's folder
+    assert [m["uri"] for m in row["media"]] == [str(examples_dir.resolve() / "media" / f"doc-fig-{n}.png")
+                                                for n in (1, 2)]
     assert [(i["type"], i["media_index"]) for i in row["items"]] == [
         ("text", None), ("image", 0), ("text", None), ("text", None), ("image", 1)]
     assert (row["doc_windows"], row["doc_window"], row["doc_tokens"]) == (1, None, 7 + 3 + 6 + 10 + 3)
@@ -105,8 +107,8 @@ def test_assign_drops_weak_images_and_gives_a_sentence_at_most_one(tmp_path: Pat
     row = DocumentInterleave(RULES)(table).to_pylist()[0]
     assert row["status"] == "ok" and lint(row) is None
     assert row["content"] == f"{PAD} Figure 1 shows a small red circle."
-    assert [m["uri"] for m in row["media"]] == ["media/near.png"]  # ties go to the nearer image
-    assert row["doc_dropped_media"] == ["media/odd.png", "media/far.png"]
+    assert [m["uri"] for m in row["media"]] == [str(tmp_path.resolve() / "media" / "near.png")]  # the nearer
+    assert row["doc_dropped_media"] == [str(tmp_path.resolve() / "media" / f"{n}.png") for n in ("odd", "far")]
     assert [(i["type"], i["media_index"]) for i in row["items"]] == [("image", 0), ("text", None)]
 
 
