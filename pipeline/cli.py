@@ -130,6 +130,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.build import run_config
+    from pipeline.release.summary import summary_lines
     from pipeline.run.config import load_config
 
     cfg = load_config(args.config)
@@ -138,9 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"release: {result.uri}")
     print(f"manifest: {result.uri}/manifest.json")
     print(f"report: {result.uri}/report/index.html")
-    print(f"input {counts['input_records']} = kept {counts['kept']} + rejected {counts['rejected']}")
-    for code, n in counts["rejected_by_code"].items():
-        print(f"  {code:32s}{n:>8d}")
+    print("\n".join(summary_lines(counts)))
     return 0
 
 

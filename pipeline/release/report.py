@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from pipeline.metrics.release import ReleaseMetrics
 from pipeline.release import plots
+from pipeline.release.summary import summarise
 from schemas.records import STATUS_OK
 
 _STYLE = """
@@ -80,14 +81,37 @@ def _gates_section(gates: Sequence[Any]) -> str:
 
 
 def _counts_section(counts: Mapping[str, Any]) -> str:
-    kinds = sorted(set(counts["kept_by_kind"]) | set(counts.get("rejected_by_kind", {})))
-    return "<h2 id='counts'>Counts</h2>" + _table(
-        ["input records", "kept", "rejected", "derived kept", "derived rejected"],
-        [[counts["input_records"], counts["kept"], counts["rejected"], counts["derived_kept"],
-          counts["derived_rejected"]]],
-    ) + _table(["kind", "kept", "rejected (input records)"],
-               [[k, counts["kept_by_kind"].get(k, 0), counts.get("rejected_by_kind", {}).get(k, 0)]
-                for k in kinds])
+    """Input records (they reconcile) apart from derived rows (made by stages), and per kind."""
+    s = summarise(counts)
+    out = ("<h2 id='counts'>Counts</h2><h3>Input records</h3><p>Every input record is kept or rejected "
+           "with a reason code: input records = kept + rejected.</p>"
+           + _table(["input records", "kept", "rejected"], [[s.input_records, s.inputs.kept, s.inputs.rejected]]))
+    if s.derived:
+        out += ("<h3>Derived rows</h3><p>Rows that stages made from other rows (augmented copies, "
+                "document windows, negative pairs); they are not input records and are not part of the "
+                "reconciliation. Dropped ones are kept under <code>rejects/</code> with their code.</p>"
+                + _table(["derived rows", "kept", "dropped", "dropped by code"],
+                         [[g.label, g.kept, g.rejected,
+                           ", ".join(f"{c}: {n}" for c, n in g.rejected_by_code.items()) or "-"] for g in s.derived]))
+    if s.detail != "origin":
+        kinds = sorted(set(counts["kept_by_kind"]) | set(counts.get("rejected_by_kind", {})))
+        return out + "<h3>By kind</h3>" + _table(
+            ["kind", "kept rows (input and derived)", "rejected input records"],
+            [[k, counts["kept_by_kind"].get(k, 0), counts.get("rejected_by_kind", {}).get(k, 0)] for k in kinds])
+    kinds = sorted(set(s.inputs.kept_by_kind) | set(s.inputs.rejected_by_kind)
+                   | {k for g in s.derived for k in (*g.kept_by_kind, *g.rejected_by_kind)})
+    rows = []
+    for k in kinds:
+        kept, rejected = s.inputs.kept_by_kind.get(k, 0), s.inputs.rejected_by_kind.get(k, 0)
+        rows.append([k, kept + rejected, kept, rejected, sum(g.kept_by_kind.get(k, 0) for g in s.derived),
+                     sum(g.rejected_by_kind.get(k, 0) for g in s.derived)])
+    return out + "<h3>By kind</h3>" + _table(
+        ["kind", "input records", "kept", "rejected", "derived kept", "derived dropped"], rows)
+
+
+def _code_bars(by_code: Mapping[str, int], title: str, ylabel: str) -> str:
+    ordered = sorted(by_code.items(), key=lambda kv: -kv[1])
+    return _img(plots.bars_png([c for c, _ in ordered], [n for _, n in ordered], title, ylabel), title)
 
 
 def _rejects_section(counts: Mapping[str, Any], metrics: ReleaseMetrics | None,
@@ -96,19 +120,30 @@ def _rejects_section(counts: Mapping[str, Any], metrics: ReleaseMetrics | None,
     parts = ["<h2 id='rejects'>Rejects by code</h2>"]
     if not by_sc:
         return parts[0] + "<p>No row was rejected.</p>"
-    by_code = counts["rejected_by_code"]
-    ordered = sorted(by_code.items(), key=lambda kv: -kv[1])
-    parts.append(_img(plots.bars_png([c for c, _ in ordered], [n for _, n in ordered],
-                                     "rejected rows by reason code", "rows"), "rejects by code"))
+    s = summarise(counts)
+    if s.inputs.rejected_by_code:
+        title = ("rejected rows by reason code (input and derived)" if s.detail == "mixed"
+                 else "rejected input records by reason code")
+        parts.append(_code_bars(s.inputs.rejected_by_code, title, "rows"))
+    derived_codes: Counter[str] = Counter()
+    derived_sc: Counter[str] = Counter()
+    for g in s.derived:
+        derived_codes.update(g.rejected_by_code)
+        derived_sc.update(g.rejected_by_stage_code)
+    if +derived_codes:
+        parts.append(_code_bars(derived_codes, "dropped derived rows by reason code", "derived rows"))
     rates = metrics.values.get("rejects", {}).get("rate_by_code", {}) if metrics else {}
+    split = s.detail == "origin"
     rows = []
     for key, n in sorted(by_sc.items()):
         stage, code = key.split("/", 1)
         example = first_example.get(key)
         link = f"<a href='#reject-{_e(example)}'>examples</a>" if example else "-"
         shard = f"<a class='wrap' href='../rejects/{_e(stage)}/{_e(code)}/'>rejects/{_e(stage)}/{_e(code)}/</a>"
-        rows.append([_e(stage), _e(code), n, _e(_fmt(rates.get(code))), link, shard])
-    parts.append(_table(["stage", "code", "rows", "rate (input)", "in this page", "files"], rows, raw=True))
+        counted = [s.inputs.rejected_by_stage_code.get(key, 0), derived_sc.get(key, 0)] if split else [n]
+        rows.append([_e(stage), _e(code), *counted, _e(_fmt(rates.get(code))), link, shard])
+    counted_headers = ["input records", "derived rows"] if split else ["rows (input and derived)"]
+    parts.append(_table(["stage", "code", *counted_headers, "rate (input)", "in this page", "files"], rows, raw=True))
     return "".join(parts)
 
 
