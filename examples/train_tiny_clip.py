@@ -2,7 +2,7 @@
 mixup + a consistency loss, and report R@1 on held-out image-text pairs.
 
 The model, its reduced BPE vocabulary and the image preprocessing are the demo trainer's
-(``pipeline.demo_models.clip_train``); the data come from a release through ``ReleaseDataset`` (object
+(``pipeline.demo_models.clip_train``, ``clip_data``); the data come from a release through ``ReleaseDataset`` (object
 records, placeholder spans and images checked, split into train and held-out by a hash of the id).
 
 - ``baseline``: symmetric InfoNCE; identical captions in a batch count as positives.
@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 
-from pipeline.demo_models.clip_train import IMAGE_SIZE, INTERPOLATION, MODEL_CFG, RESIZE_MODE, reduced_bpe, to_model_pixels
+from pipeline.demo_models.clip_data import IMAGE_SIZE, INTERPOLATION, RESIZE_MODE, reduced_bpe
+from pipeline.demo_models.clip_eval import to_model_pixels
+from pipeline.demo_models.clip_train import MODEL_CFG
 from pipeline.training.loader import ReleaseDataset, Sample
 from pipeline.training.losses import EmbeddingConsistencyLoss, InfoNCELoss, add_weighted
 from pipeline.training.mixup import MixedBatch, MixupCollate, mix_features, mixup_targets

@@ -12,8 +12,8 @@ import open_clip
 import pytest
 
 from pipeline.cli import build_parser
+from pipeline.demo_models.clip_data import merges_used, reduced_bpe
 from pipeline.demo_models.clip_eval import SWAP_KINDS, swap_caption, words
-from pipeline.demo_models.clip_train import merges_used, reduced_bpe
 
 LABELS = {("red", "circle"), ("blue", "square")}
 CAPTION = "Two shapes: a large red circle and a small blue square."
