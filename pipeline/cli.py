@@ -32,7 +32,7 @@ EXAMPLES = {
 COMMAND_MODULES: list[str] = [
     "pipeline.cluster.submit",
     "pipeline.cluster.nightly",
-    "pipeline.training.mixing",
+    "pipeline.training.mix_command",
     "pipeline.release.publish",
     "pipeline.demo_models.clip_train",
 ]

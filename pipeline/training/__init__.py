@@ -1,6 +1,7 @@
 """Training on a release: the checked loader (``loader``), cross-modal mixup and MixGen
 (``mixup``), consistency losses (``losses``), modality dropout (``transforms``) and
-mixtures of released pools to target shares (``mixing``).
+mixtures of released pools to target shares (``mixing``; the ``xmodal mix`` command in
+``mix_command``).
 
 May import: ``schemas``, ``access``, ``stages``, ``pipeline.errors``, ``pipeline.release``.
 

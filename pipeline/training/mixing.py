@@ -2,8 +2,9 @@
 
 Mixing sees a whole dataset, not a batch, so it is not a stage: :func:`mix_pools` is a pure
 function over one Arrow table per pool (numpy, deterministic for a seed), and ``xmodal mix
-CONFIG`` reads the pools, calls it and writes ``OUT/data/mix-00000.parquet`` … and
-``OUT/mix.json`` (written last). Its ``mixing`` entry is what a release manifest records.
+CONFIG`` (:mod:`pipeline.training.mix_command`) reads the pools, calls it and writes
+``OUT/data/mix-00000.parquet`` … and ``OUT/mix.json`` (written last). Its ``mixing`` entry is
+what a release manifest records.
 
 Per pool: the target is ``share x total`` rows (``unit: samples``, counts by largest
 remainder so that they sum to ``total``) or tokens (``unit: tokens``: the shortest prefix of a
@@ -32,15 +33,15 @@ Config (YAML; the mapping itself or under a top-level ``mix:`` key)::
         interleaved: {share: 0.2, inputs: [out/releases/sample-world/demo/data/document-*.parquet]}
         synthetic_dialogue: {share: 0.1, inputs: [dialogue/], upsample: true}
 
-Imports of numpy, pyarrow and pydantic stay inside functions: the CLI imports this module to
-build ``xmodal --help``. The config types are plain dataclasses that pydantic validates.
+Imports of numpy, pyarrow and pydantic stay inside functions: the CLI imports this module
+(through ``mix_command``) to build ``xmodal --help``. The config types are plain dataclasses
+that pydantic validates.
 """
 
 from __future__ import annotations
 
-import argparse
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -258,97 +259,3 @@ def _count_tokens(table: pa.Table, spec: MixSpec) -> np.ndarray | None:
     from stages.document_interleave import TokenCounter
 
     return TokenCounter(spec.tokenizer).count_column(table["content"])
-
-
-def read_pool(inputs: list[str]) -> pa.Table:
-    """Rows of .parquet / .jsonl files, directories (their .parquet, else .jsonl files) and
-    local globs, concatenated (columns unified, missing ones null)."""
-    import glob
-    import posixpath
-
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
-    from access.io import filesystem_for
-
-    tables = []
-    for uri in inputs:
-        paths = sorted(glob.glob(uri)) if any(c in uri for c in "*?[") and "://" not in uri else [uri]
-        if not paths:
-            raise MixError(f"no file matches {uri}")
-        for path in paths:
-            fs, p = filesystem_for(path)
-            info = fs.get_file_info(p)
-            if info.type == pafs.FileType.NotFound:
-                raise MixError(f"pool input not found: {path}")
-            files = [p]
-            if info.type == pafs.FileType.Directory:
-                found = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(p, recursive=True)) if i.is_file)
-                files = [f for f in found if f.endswith(".parquet")] or [f for f in found if f.endswith(".jsonl")]
-            for f in files:
-                if posixpath.splitext(f)[1] == ".jsonl":
-                    with fs.open_input_stream(f) as stream:
-                        tables.append(pajson.read_json(stream))
-                else:
-                    tables.append(pq.read_table(f, filesystem=fs))
-    if not tables:
-        raise MixError(f"no .parquet or .jsonl rows under {inputs}")
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def write_mix(
-    result: MixResult, output: str, overwrite: bool = False, shard_target_bytes: int = 100_000_000
-) -> list[str]:
-    """``OUT/data/mix-NNNNN.parquet`` then ``OUT/mix.json`` (last); returns the shard paths."""
-    import json
-
-    from access.io import filesystem_for, write_bytes
-    from pipeline.release.shards import encode_parquet, sha256_hex, shard_name, split_by_size
-
-    fs, path = filesystem_for(f"{output.rstrip('/')}/mix.json")
-    if fs.get_file_info(path).is_file and not overwrite:
-        raise MixError(f"{output} already holds a mix (mix.json); pass --overwrite to replace it")
-    shards = []
-    for i, piece in enumerate(split_by_size(result.table, shard_target_bytes)):
-        data = encode_parquet(piece)
-        rel = f"data/{shard_name('mix', i, 'parquet')}"
-        write_bytes(f"{output.rstrip('/')}/{rel}", data)
-        shards.append({"path": rel, "rows": piece.num_rows, "bytes": len(data), "sha256": sha256_hex(data)})
-    body = {"mixing": result.report, "shards": shards}
-    write_bytes(f"{output.rstrip('/')}/mix.json", json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
-    return [s["path"] for s in shards]
-
-
-def cmd_mix(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pipeline.errors import UserError
-
-    try:
-        with open(args.config, encoding="utf-8") as fh:
-            spec = parse_mix_spec(yaml.safe_load(fh) or {})
-        output = args.out or spec.output
-        if not output:
-            raise MixError("no output: set mix.output in the config or pass --out")
-        pools = {name: read_pool(pool.inputs) for name, pool in spec.pools.items()}
-        result = mix_pools(pools, spec)
-        shards = write_mix(result, output, overwrite=args.overwrite)
-    except (MixError, yaml.YAMLError, OSError) as err:
-        raise UserError(str(err)) from None
-    report = result.report
-    print(f"mix: {report['rows']} rows, {report['achieved_total']} {report['unit']} (target {report['target_total']})")
-    for name, pool in report["pools"].items():
-        print(f"  {name:24s} target {pool['target_share']:.4f}  achieved {report['achieved'][name]:.4f}  "
-              f"rows {pool['selected_rows']:>9d}  x{pool['upsample_factor']:.3f}")
-    print(f"shards: {len(shards)} under {output}/data, report: {output}/mix.json")
-    return 0
-
-
-def register_cli(add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add("mix", "draw a training mix from named pools to target proportions (by samples or tokens)", cmd_mix,
-            "xmodal mix configs/mix.yaml --out out/mix/demo")
-    p.add_argument("config", help="YAML mix config (see pipeline/training/mixing.py): seed, unit, total, pools")
-    p.add_argument("--out", help="output directory or s3:// prefix (default: mix.output)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier mix at the output")
