@@ -28,8 +28,9 @@ Produces, per document:
   take rows with ``doc_windows`` = 1 or with ``doc_window`` set. A single paragraph longer than
   the budget becomes a window of its own (``doc_tokens`` shows it).
 
-Tokens (``doc_tokens``): each placeholder marker is one token; the text between markers is
-counted by ``tokenizer``: ``whitespace`` (words) or the path of a ``tokenizers`` JSON file.
+Tokens (``doc_tokens``, :mod:`stages.document_tokens`): each placeholder marker is one token;
+the text between markers is counted by ``tokenizer``: ``whitespace`` (words) or the path of a
+``tokenizers`` JSON file. Units, their checks and their rendering: :mod:`stages.document_units`.
 
 Rejects: ``ERR_CROSS_MDL_SCHEMA`` (no items, a media item whose ``media_index`` is missing,
 out of range, reused or of another modality, a media ref that no item places),
@@ -38,14 +39,10 @@ out of range, reused or of another modality, a media ref that no item places),
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from access.io import read_bytes, resolve_media_uri
@@ -54,49 +51,10 @@ from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 from stages.document_order import reading_order, window_ranges
 from stages.document_similarity import Similarity, load_similarity, split_sentences
+from stages.document_tokens import TokenCounter
+from stages.document_units import Unit, bonds, check_items, render
 
-MARKER_PATTERN = r"<\|(?:image|audio|video)_(?:start|end|pad)\|>|<(?:IMG|AUD|VID)_TK_[0-9]+>|</?box>"
-WORD_PATTERN = r"[^\s\v\p{Z}]+"  # RE2: a word is a run of anything but whitespace and Unicode spaces
-FIGURE_REF = re.compile(r"\b(?:fig(?:ure)?\.?|image)\s*(\d+)", re.IGNORECASE)
 TIE_BREAK = 1e-4  # weight of the layout distance in the assignment cost: decides ties only
-
-
-class TokenCounter:
-    """Token counts of texts with placeholders: a marker is one token, the rest goes to the
-    tokenizer (``whitespace`` or a ``tokenizers`` JSON file; nothing is downloaded)."""
-
-    def __init__(self, tokenizer: str = "whitespace") -> None:
-        self.name = tokenizer
-        self._hf: Any = None
-        if tokenizer != "whitespace":
-            from tokenizers import Tokenizer
-
-            self._hf = Tokenizer.from_file(tokenizer)
-
-    def count_column(self, content: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Vectorised counts of a string column (null counts 0)."""
-        markers = pc.fill_null(pc.count_substring_regex(content, MARKER_PATTERN), 0).to_numpy(zero_copy_only=False)
-        if self._hf is None:
-            text = pc.replace_substring_regex(content, MARKER_PATTERN, " ")
-            words = pc.fill_null(pc.count_substring_regex(text, WORD_PATTERN), 0)
-            return np.asarray(markers, np.int64) + words.to_numpy(zero_copy_only=False).astype(np.int64)
-        texts = [re.sub(MARKER_PATTERN, " ", t or "") for t in content.to_pylist()]
-        lengths = [len(e.ids) for e in self._hf.encode_batch(texts, add_special_tokens=False)]
-        return np.asarray(markers, np.int64) + np.asarray(lengths, np.int64)
-
-    def count(self, texts: Sequence[str]) -> list[int]:
-        return self.count_column(pa.array(list(texts), pa.string())).tolist() if texts else []
-
-
-@dataclass
-class Unit:
-    """One paragraph (with any images placed inside it) or one media item, in final order."""
-
-    text: str
-    item: dict[str, Any]
-    media: list[int] = field(default_factory=list)  # original media indices, in content order
-    inline: list[dict[str, Any]] = field(default_factory=list)  # image items placed inside
-    inline_before: bool = True  # inline image items are listed before the paragraph's item
 
 
 class DocumentInterleaveParams(StageParams):
@@ -273,57 +231,3 @@ def decode_rgb(data: bytes) -> np.ndarray:
     if image is None:
         raise ValueError("undecodable image")
     return np.ascontiguousarray(image[:, :, ::-1])
-
-
-def check_items(items: list[dict[str, Any]], media: list[dict[str, Any]]) -> str | None:
-    """What makes a document's items unusable, or None."""
-    if not items:
-        return "document has no items"
-    used: set[int] = set()
-    for n, item in enumerate(items):
-        kind = item.get("type")
-        if kind == "text":
-            continue
-        idx = item.get("media_index")
-        if idx is None or not 0 <= idx < len(media) or media[idx] is None:
-            return f"items[{n}] ({kind}) has media_index {idx}, but the row has {len(media)} media ref(s)"
-        if idx in used:
-            return f"items[{n}] places media ref {idx} a second time"
-        if media[idx].get("modality") != kind:
-            return f"items[{n}] is {kind} but media ref {idx} is {media[idx].get('modality')}"
-        used.add(idx)
-    missing = [i for i in range(len(media)) if i not in used]
-    return f"media ref(s) {missing} placed by no item" if missing else None
-
-
-def bonds(units: list[Unit]) -> list[tuple[int, int]]:
-    """Unit ranges a window must not cut: a media unit and the paragraph that refers to it."""
-    out = []
-    text_at = [i for i, u in enumerate(units) if u.item["type"] == "text"]
-    ordinal = 0
-    for i, unit in enumerate(units):
-        if unit.item["type"] == "text":
-            continue
-        ordinal += unit.item["type"] == "image"
-        page = unit.item.get("page")
-        same_page = [j for j in text_at if units[j].item.get("page") == page]
-        refs = [j for j in same_page if unit.item["type"] == "image"
-                and any(int(m) == ordinal for m in FIGURE_REF.findall(units[j].text))]
-        after = [j for j in same_page if j > i]
-        before = [j for j in same_page if j < i]
-        target = min(refs, key=lambda j: abs(j - i)) if refs else after[0] if after else before[-1] if before else None
-        if target is not None:
-            out.append((min(i, target), max(i, target)))
-    return out
-
-
-def render(units: Sequence[Unit], media: list[dict[str, Any]]) -> dict[str, Any]:
-    """``content``, ``media`` (span order) and ``items`` (content order, remapped) of units."""
-    order = [m for u in units for m in u.media]
-    new_index = {old: new for new, old in enumerate(order)}
-    items: list[dict[str, Any]] = []
-    for u in units:
-        inline = [{**it, "media_index": new_index[it["media_index"]]} for it in u.inline]
-        own = u.item if u.item["type"] == "text" else {**u.item, "media_index": new_index[u.item["media_index"]]}
-        items.extend(inline + [own] if u.inline and u.inline_before else [own] + inline)
-    return {"content": "\n\n".join(u.text for u in units), "media": [media[m] for m in order], "items": items}

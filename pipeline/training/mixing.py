@@ -256,6 +256,6 @@ def _count_tokens(table: pa.Table, spec: MixSpec) -> np.ndarray | None:
         return np.asarray(table[spec.token_column].fill_null(0).to_numpy(zero_copy_only=False), np.int64)
     if "content" not in table.column_names:
         return None
-    from stages.document_interleave import TokenCounter
+    from stages.document_tokens import TokenCounter
 
     return TokenCounter(spec.tokenizer).count_column(table["content"])

@@ -11,8 +11,9 @@ import pyarrow.compute as pc
 import pytest
 
 from pipeline.run.local_runner import run_stages
-from stages.document_interleave import DocumentInterleave, TokenCounter
+from stages.document_interleave import DocumentInterleave
 from stages.document_order import window_ranges
+from stages.document_tokens import TokenCounter
 from tests.stages.document_rows import SPAN_RE, figure_numbers, lint, shuffle_items, world_documents
 
 BUDGET = 25  # above every paragraph and every figure + caption of the sample world
