@@ -73,7 +73,7 @@ def raw_forward_rows_per_s(table: pa.Table, batch: int, threads: int, device: st
     import torch
 
     from access.models import load_open_clip
-    from stages.clip_score import row_texts
+    from stages.clip_rules import row_texts
     from stages.scoring import autocast
 
     torch.set_num_threads(threads)
@@ -130,7 +130,7 @@ def stage_seconds(table: pa.Table, batch: int, threads: int, device: str = "cpu"
     import ray.data
 
     from pipeline.run.config import ResourceOverride, StageSpec
-    from pipeline.run.ray_runner import map_batches_kwargs
+    from pipeline.run.ray_runner import map_batches_kwargs, stage_callable
 
     resources: dict[str, Any] = {"num_cpus": 1, "actors": (1, 1), "batch_size": batch}
     if device == "cuda":
@@ -141,7 +141,7 @@ def stage_seconds(table: pa.Table, batch: int, threads: int, device: str = "cpu"
                      resources=ResourceOverride(**resources))
     kwargs = map_batches_kwargs(spec, spec.effective_resources())
     blocks = [table.slice(s, batch) for s in range(0, table.num_rows, batch)]
-    ds = ray.data.from_arrow(blocks).map_batches(spec.stage_class(), **kwargs)
+    ds = ray.data.from_arrow(blocks).map_batches(stage_callable(spec), **kwargs)
     started, rows = time.perf_counter(), 0
     for out in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         rows += cast(pa.Table, out).num_rows  # Ray types a batch as any batch format

@@ -1,5 +1,10 @@
-"""``xmodal run``: ingest -> stages (on Ray, or in-process with ``--local``) -> metrics ->
-quality gates -> report -> release (local directory, or built locally and uploaded to S3)."""
+"""``xmodal run``: ingest -> stages (on Ray, or in-process with ``--local``) -> checks and metrics
+gathered block by block -> quality gates -> shards streamed into the release -> report ->
+manifest (local directory, or built locally and uploaded to S3).
+
+Both runners end in the same release code (``pipeline.release.stream``): on Ray its work runs on
+the workers over the staged Parquet (``pipeline.run.ray_source``); in-process over the table.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,36 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from access.io import filesystem_for
-from pipeline.metrics.release import compute_release_metrics
 from pipeline.release.gates import GateError, evaluate_gates, failed, failure_message
+from pipeline.release.leftovers import remove_leftovers
+from pipeline.release.partials import CountsError
 from pipeline.release.publish import UploadSettings
 from pipeline.release.report import render_report
+from pipeline.release.source import RowSource, TableSource
+from pipeline.release.stream import gather
 from pipeline.release.writer import (
     InputFingerprint,
+    ReleaseError,
     ReleaseResult,
     check_can_release,
     failed_report_uri,
-    reconcile,
-    reject_shard_map,
     remove_tree,
     write_failed_report,
-    write_release,
+    write_release_stream,
 )
 from pipeline.run.config import RunConfig
-from pipeline.run.ingest import fingerprint_input, mark_duplicate_ids
+from pipeline.run.ingest import fingerprint_input
 from pipeline.run.versioning import code_version
 
 log = logging.getLogger(__name__)
 
-
-def read_staging(staging_uri: str) -> pa.Table:
-    fs, path = filesystem_for(staging_uri)
-    dataset = pads.dataset(path, filesystem=fs, format="parquet")
-    return dataset.to_table()
+Timing = dict[str, Any]  # {"stage", "rows_in", "rows_out", "seconds"}
 
 
 def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
@@ -45,81 +49,104 @@ def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
     cannot be published (GateError when a quality gate fails) and ConfigError for a config that
     cannot run."""
     check_can_release(cfg.release.output, cfg.dataset, cfg.version, cfg.release.overwrite)
+    remove_leftovers(cfg.release.output, cfg.dataset, cfg.version)  # of a killed run of this version
     fingerprints = [InputFingerprint(u, *fingerprint_input(u)) for u in cfg.inputs]
-    timings: list[tuple[str, int, float]] = []
-    t0 = time.perf_counter()
     if local:
         table, timings = run_local(cfg)
-    else:
-        from pipeline.run.ray_runner import run_stages_on_ray
+        return release_source(cfg, TableSource(table), fingerprints, timings)
+    from pipeline.run.ray_runner import run_stages_on_ray
+    from pipeline.run.ray_source import RaySource
 
-        staging = f"{cfg.release.output.rstrip('/')}/{cfg.dataset}/.staging-{cfg.version}-{uuid.uuid4().hex[:8]}"
-        try:
-            run_stages_on_ray(cfg, staging)
-            table = read_staging(staging)
-        finally:
-            fs, path = filesystem_for(staging)
-            if staging.startswith("s3://"):
-                fs.delete_dir_contents(path, missing_dir_ok=True)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-        total_rows = sum(f.records for f in fingerprints)
-        timings = [("all stages on Ray", total_rows, time.perf_counter() - t0)]
-    table = mark_duplicate_ids(table)
-    return release_table(cfg, table, fingerprints, timings)
+    staging = f"{cfg.release.output.rstrip('/')}/{cfg.dataset}/.staging-{cfg.version}-{uuid.uuid4().hex[:8]}"
+    try:
+        timings = run_stages_on_ray(cfg, staging)
+        return release_source(cfg, RaySource(staging), fingerprints, timings)
+    finally:
+        fs, path = filesystem_for(staging)
+        if staging.startswith("s3://"):
+            fs.delete_dir_contents(path, missing_dir_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def run_local(cfg: RunConfig) -> tuple[pa.Table, list[tuple[str, int, float]]]:
-    """The configured stages in-process over the inputs: every row, and (stage, rows in,
-    seconds) per stage."""
+def run_local(cfg: RunConfig) -> tuple[pa.Table, list[Timing]]:
+    """The configured stages in-process over the inputs: every row, and each stage's rows in,
+    rows out and seconds."""
     from pipeline.run.local_runner import read_inputs, run_stages
 
     stages = [spec.stage_class()(spec.params) for spec in cfg.stages]
-    run = run_stages(read_inputs(cfg.inputs, cfg.max_record_bytes), stages)
-    return run.table, [(t.name, t.rows_in, t.seconds) for t in run.timings]
+    run = run_stages(read_inputs(cfg.inputs, cfg.max_record_bytes, media_roots=cfg.media_roots), stages)
+    return run.table, [{"stage": t.name, "rows_in": t.rows_in, "rows_out": t.rows_out, "seconds": t.seconds}
+                       for t in run.timings]
+
+
+def _tuples(timings: Sequence[Any]) -> list[tuple[str, int, float]]:
+    out = []
+    for t in timings:
+        out.append((t["stage"], int(t["rows_in"]), float(t["seconds"])) if isinstance(t, Mapping) else tuple(t))
+    return out
 
 
 def release_table(cfg: RunConfig, table: pa.Table, fingerprints: list[InputFingerprint],
-                  timings: list[tuple[str, int, float]]) -> ReleaseResult:
-    """Metrics, gates, report and release of the final table (every row, kept and rejected).
-    When a gate fails, the report is written under ``<output>/<dataset>/_failed/<version>/``
-    and GateError says which gate failed and by how much; nothing is published."""
-    counts = reconcile(table, sum(f.records for f in fingerprints))
+                  timings: Sequence[Any]) -> ReleaseResult:
+    """The release of an in-process table (every row, kept and rejected)."""
+    return release_source(cfg, TableSource(table), fingerprints, timings)
+
+
+def release_source(cfg: RunConfig, source: RowSource, fingerprints: list[InputFingerprint],
+                   timings: Sequence[Any]) -> ReleaseResult:
+    """Checks and metrics, gates, report and release of the staged rows. When a gate fails, the
+    report is written under ``<output>/<dataset>/_failed/<version>/`` and GateError says which
+    gate failed and by how much; nothing is published."""
+    vocab: dict[str, int] = {str(m): n for m, n in cfg.placeholder_vocab.items()}
     t0 = time.perf_counter()
-    metrics = compute_release_metrics(table, counts, timings, cfg.metrics)
+    gathered = gather(source, cfg.inputs, vocab, per_code=cfg.metrics.examples_per_code,
+                      metrics_cfg=cfg.metrics, seed=cfg.metrics.sample_seed)
+    partial = gathered.partial
+    try:
+        counts = partial.counts(sum(f.records for f in fingerprints))
+    except CountsError as err:
+        raise ReleaseError(str(err)) from None
+    stage_timings = _tuples(timings)
+    assert partial.metrics is not None
+    metrics = partial.metrics.finish(counts, stage_timings)
     results = evaluate_gates(cfg.gates, {**metrics.values, "counts": counts}, metrics.skipped)
-    log.info("metrics in %.2fs; %d gate(s), %d failed", time.perf_counter() - t0, len(results), len(failed(results)))
-    report = render_report(
-        dataset=cfg.dataset, version=cfg.version, counts=counts, table=table, stage_timings=timings,
-        metrics=metrics, gates=results, examples_per_code=cfg.metrics.examples_per_code,
-        reject_shards=reject_shard_map(table, cfg.release.shard_target_bytes),
-    )
+    log.info("checks and metrics in %.2fs; %d gate(s), %d failed", time.perf_counter() - t0, len(results),
+             len(failed(results)))
+    examples = partial.examples
+
+    def report(shard_of: Mapping[str, str]) -> str:
+        return render_report(dataset=cfg.dataset, version=cfg.version, counts=counts, examples=examples,
+                             stage_timings=stage_timings, metrics=metrics, gates=results,
+                             examples_per_code=cfg.metrics.examples_per_code, reject_shards=shard_of)
+
     gate_json = [r.to_json() for r in results]
     if failed(results):
-        uri = write_failed_report(cfg.release.output, cfg.dataset, cfg.version, report, gate_json)
+        uri = write_failed_report(cfg.release.output, cfg.dataset, cfg.version, report({}), gate_json)
         raise GateError(failure_message(results, uri))
     rel = cfg.release
-    result = write_release(
-        table,
+    result = write_release_stream(
+        source,
+        gathered,
         root=rel.output,
         dataset=cfg.dataset,
         version=cfg.version,
         inputs=fingerprints,
         config_hash=cfg.config_hash(),
         code_version=code_version(),
-        # A dict with str keys: Mapping[str, int] is invariant in the key, so the config's
-        # dict[Literal[...], int] is not one.
-        vocab={m: n for m, n in cfg.placeholder_vocab.items()},
+        vocab=vocab,
         shard_target_bytes=rel.shard_target_bytes,
         jsonl=rel.jsonl,
         overwrite=rel.overwrite,
         report_html=report,
+        report_ids=examples["id"].to_pylist() if examples is not None else [],
         metrics=metrics.to_json(),
         gates=gate_json,
-        stage_timings=timings,
+        stage_timings=list(timings),
         upload=UploadSettings(multipart_threshold=rel.multipart_threshold_bytes, part_size=rel.multipart_part_bytes,
                               attempts=rel.upload_attempts, backoff_s=rel.upload_backoff_s),
         build_dir=rel.build_dir,
+        extra={"release_seconds": {k: round(v, 3) for k, v in gathered.seconds.items()}},
     )
     # A version that now passes its gates no longer has a failed report beside it.
     remove_tree(failed_report_uri(rel.output, cfg.dataset, cfg.version))

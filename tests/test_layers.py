@@ -28,13 +28,16 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("pipeline.build", 7),
     ("pipeline.demo_models", 7),
     ("pipeline.training", 8),
+    ("pipeline.review", 8),
+    ("pipeline.interchange", 8),  # importers and exporters: read releases, write manifests
     ("pipeline.cluster", 9),
     ("pipeline.cli", 10),
     ("pipeline.job_entry", 11),
     ("pipeline", 12),  # the package's own __init__
 )
 # Ray is known by the runner; the Jobs SDK by submission; Ray Train's input by the loader.
-RAY_ALLOWED = {"pipeline.run.ray_runner", "pipeline.cluster.submit", "pipeline.training.release_shards"}
+RAY_ALLOWED = {"pipeline.run.ray_runner", "pipeline.run.ray_stages", "pipeline.run.ray_source",
+               "pipeline.cluster.submit", "pipeline.training.release_shards"}
 
 
 def module_name(path: Path) -> str:

@@ -295,7 +295,7 @@ def pick_examples(table: pa.Table, per_code: int) -> pa.Table:
         if seen[key] < per_code:
             take.append(i)
             seen[key] += 1
-    return rejected.take(take)
+    return rejected.take(pa.array(take, pa.int64()))  # typed: an empty list is null-typed
 
 
 def render_report(
@@ -303,7 +303,8 @@ def render_report(
     dataset: str,
     version: str,
     counts: Mapping[str, Any],
-    table: pa.Table,
+    table: pa.Table | None = None,
+    examples: pa.Table | None = None,
     stage_timings: Sequence[tuple[str, int, float]] = (),
     metrics: ReleaseMetrics | None = None,
     gates: Sequence[Any] = (),
@@ -317,7 +318,9 @@ def render_report(
     failing = [g for g in gates if not g.passed]
     status = (f"<p class='fail'>{len(failing)} quality gate(s) failed: this version was not published.</p>"
               if failing else "<p class='pass'>Every configured quality gate passed.</p>" if gates else "")
-    examples = pick_examples(table, examples_per_code)
+    if examples is None:  # the release passes the examples it gathered block by block
+        examples = (pick_examples(table, examples_per_code) if table is not None else
+                    pa.table({c: pa.array([], pa.string()) for c in ("id", "reject_stage", "reject_code")}))
     first_example: dict[str, str] = {}
     for r in examples.select(["id", "reject_stage", "reject_code"]).to_pylist():
         first_example.setdefault(f"{r['reject_stage']}/{r['reject_code']}", r["id"])

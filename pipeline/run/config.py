@@ -89,6 +89,13 @@ class RayConfig(_Model):
         "reaches them as AWS_SHARED_CREDENTIALS_FILE, never its contents); without it, workers use "
         "their own environment or instance role, and a local Ray's inherit the driver's")
 
+    @field_validator("s3_credentials_file")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError("must be an absolute path (workers do not share the driver's directory)")
+        return path
+
 
 class ReleaseConfig(_Model):
     output: str = Field(default="out/releases", description="root directory or s3://bucket/prefix")
@@ -123,6 +130,8 @@ class MetricsConfig(_Model):
     similarity_column: str | None = None
     heatmap_images: int = Field(default=12, ge=2, le=64)
     examples_per_code: int = Field(default=3, ge=0, le=50)
+    sample_seed: int = Field(default=0, ge=0, description="seed of the fixed-size samples (recall, "
+                             "distributions) drawn by id hash; recorded in the metrics")
 
     @field_validator("recall_ks")
     @classmethod
@@ -230,7 +239,7 @@ def _model_at(model: Any, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _format_errors(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+def format_validation_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
     """One line per error: ``key.path: message``; an unknown key gets the closest allowed key
     of ``model`` at that path and the allowed keys."""
     lines = []
@@ -278,13 +287,13 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, RunConfig)) from None
+        raise ConfigError(format_validation_error(err, RunConfig)) from None
     problems = [f"inputs[{i}]: {p}" for i, p in enumerate(map(manifest_problem, cfg.inputs)) if p]
     for i, spec in enumerate(cfg.stages):
         try:
             spec.typed_params()
         except ValidationError as err:
-            for line in _format_errors(err, spec.stage_class().params_model).splitlines():
+            for line in format_validation_error(err, spec.stage_class().params_model).splitlines():
                 problems.append(f"stages[{i}].params.{line}")
     if problems:
         raise ConfigError("\n".join(problems))

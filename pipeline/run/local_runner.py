@@ -23,6 +23,7 @@ class StageTiming:
     name: str
     rows_in: int
     seconds: float
+    rows_out: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -51,7 +52,7 @@ def run_stages(table: pa.Table, stages: Sequence[Stage]) -> LocalRun:
         t0 = time.perf_counter()
         rows_in = run.table.num_rows
         run.table = apply_stage(stage, run.table)
-        run.timings.append(StageTiming(stage.name, rows_in, time.perf_counter() - t0))
+        run.timings.append(StageTiming(stage.name, rows_in, time.perf_counter() - t0, run.table.num_rows))
         log.info("stage %s: %d rows in %.2fs", stage.name, rows_in, run.timings[-1].seconds)
     return run
 

@@ -26,7 +26,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ import pyarrow.fs as pafs
 
 from access.io import filesystem_for, write_bytes
 from pipeline.run.config import RunConfig, StageSpec
-from stages.base import Resources, Stage
-from stages.registry import get_stage_class
+from pipeline.run.ray_stages import ActorStage, TaskStage, named, start_stats, timings_from
+from stages.base import Resources
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ FORWARDED_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "HF_HUB_OFFLINE", "XMODAL_MODEL_CACHE",
 )
+# Never put in a runtime_env: Ray writes a runtime_env in plain text to its logs
+# (runtime_env_agent.log). A local Ray's workers inherit the driver's environment; a cluster's
+# use their own (pod env, instance role) or the file named by ray.s3_credentials_file.
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Set by Ray's job manager in a submitted job's driver: the job's own runtime_env.
 _JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 DONE_MARKER = "_done.json"
@@ -68,35 +73,19 @@ def stage_checkpoints(root_uri: str) -> Iterator[None]:
 class _ParseManifests:
     """Task: manifest URIs -> ROW_SCHEMA rows (one task per manifest file)."""
 
-    def __init__(self, max_record_bytes: int) -> None:
-        self.max_record_bytes = max_record_bytes
+    def __init__(self, max_record_bytes: int, media_roots: Sequence[str] = ()) -> None:
+        self.max_record_bytes, self.media_roots = max_record_bytes, list(media_roots)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pipeline.run.ingest import read_manifest
 
-        return pa.concat_tables([read_manifest(u, self.max_record_bytes) for u in batch["uri"].to_pylist()])
+        return pa.concat_tables([read_manifest(u, self.max_record_bytes, media_roots=self.media_roots)
+                                 for u in batch["uri"].to_pylist()])
 
 
-class _TaskStage:
-    """Picklable task-pool function: builds its stage once per worker process."""
-
-    _cache: dict[tuple[str, str], Stage] = {}
-
-    def __init__(self, name: str, params: dict[str, Any]) -> None:
-        self.name, self.params = name, params
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        import json
-
-        key = (self.name, json.dumps(self.params, sort_keys=True, default=str))
-        stage = self._cache.get(key)
-        if stage is None:
-            stage = self._cache[key] = get_stage_class(self.name)(self.params)
-        return stage(batch)
-
-
-def map_batches_kwargs(spec: StageSpec, resources: Resources) -> dict[str, Any]:
-    """The ``map_batches`` keywords for one stage (exposed for tests)."""
+def map_batches_kwargs(spec: StageSpec, resources: Resources, stats_name: str | None = None) -> dict[str, Any]:
+    """The ``map_batches`` keywords for one stage (exposed for tests and benchmarks); the callable
+    is :func:`stage_callable`'s."""
     from ray.data import ActorPoolStrategy
 
     kwargs: dict[str, Any] = {
@@ -111,17 +100,33 @@ def map_batches_kwargs(spec: StageSpec, resources: Resources) -> dict[str, Any]:
     if resources.actors is not None:
         lo, hi = resources.actors
         kwargs["compute"] = ActorPoolStrategy(min_size=lo, max_size=hi)
-        kwargs["fn_constructor_kwargs"] = {"params": spec.params}
+        kwargs["fn_constructor_kwargs"] = {"name": spec.name, "params": spec.params, "stats_name": stats_name}
     return kwargs
 
 
+def worker_env(cfg: RunConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The env vars the run's runtime_env gives its workers: the driver's S3 and model settings
+    without credentials (``CREDENTIAL_ENV``), and ``AWS_SHARED_CREDENTIALS_FILE`` when the config
+    names a credentials file (its path, never its contents)."""
+    env = {k: environ[k] for k in FORWARDED_ENV if k in environ and k not in CREDENTIAL_ENV}
+    if cfg.ray.s3_credentials_file:
+        env["AWS_SHARED_CREDENTIALS_FILE"] = cfg.ray.s3_credentials_file
+    return env
+
+
 def ensure_ray(cfg: RunConfig) -> None:
-    """Connect to the configured cluster, or start a local Ray, forwarding S3 settings."""
+    """Connect to the configured cluster, or start a local Ray, forwarding S3 settings (never
+    credentials: :func:`worker_env`). A local Ray gets a temp dir of its own and explicit
+    token auth (:mod:`pipeline.run.local_ray`)."""
+    from pipeline.run import local_ray
+
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        local_ray.prepare_auth(os.environ)  # before Ray is imported: it reads its auth mode once
     import ray
 
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env = worker_env(cfg, os.environ)
     if _JOB_CONFIG_ENV in os.environ:
         # In a submitted job the job's runtime_env already carries its env vars to the workers,
         # and Ray refuses a driver runtime_env that names the same keys again.
@@ -133,7 +138,8 @@ def ensure_ray(cfg: RunConfig) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=cfg.ray.temp_dir, **kwargs)
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
+                 _temp_dir=local_ray.run_temp_dir(cfg.ray.temp_dir), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,7 @@ def plan_checkpoints(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec])
     from pipeline.run.versioning import code_version
 
     seed = {"code": code_version(), "inputs": [_input_identity(u) for u in cfg.inputs],
-            "max_record_bytes": cfg.max_record_bytes}
+            "max_record_bytes": cfg.max_record_bytes, "media_roots": cfg.media_roots}
     digest = hashlib.sha256(json.dumps(seed, sort_keys=True).encode()).hexdigest()
     steps: list[tuple[str, Any]] = [("ingest", None)] + [(s.name, s.model_dump(mode="json")) for s in stages]
     plan = []
@@ -205,7 +211,7 @@ def progress_interval_s() -> float:
     return float(os.environ.get("XMODAL_PROGRESS_INTERVAL_S", "30"))
 
 
-def _write_stage(ds: Any, uri: str, label: str) -> int:
+def _write_stage(ds: Any, uri: str, label: str, progress: Callable[[], str] | None = None) -> int:
     """Execute ``ds`` into Parquet under ``uri`` while a thread logs rows written and rows/s;
     return the rows written."""
     fs, path = filesystem_for(uri)
@@ -216,7 +222,8 @@ def _write_stage(ds: Any, uri: str, label: str) -> int:
     def report() -> None:
         while not stop.wait(progress_interval_s()):
             rows, elapsed = count_parquet_rows(uri, seen), time.perf_counter() - t0
-            log.info("stage %s: %d rows written, %.1f rows/s, %.0f s", label, rows, rows / elapsed, elapsed)
+            log.info("stage %s: %d rows written, %.1f rows/s, %.0f s%s", label, rows, rows / elapsed, elapsed,
+                     f"; per stage out/in: {progress()}" if progress else "")
 
     thread = threading.Thread(target=report, name=f"progress-{label}", daemon=True)
     thread.start()
@@ -234,14 +241,21 @@ def _ingest(cfg: RunConfig) -> Any:
     import ray.data
 
     ds = ray.data.from_items([{"uri": u} for u in cfg.inputs], override_num_blocks=len(cfg.inputs))
-    return ds.map_batches(_ParseManifests(cfg.max_record_bytes), batch_format="pyarrow", batch_size=1, num_cpus=0.5)
+    return ds.map_batches(_ParseManifests(cfg.max_record_bytes, cfg.media_roots), batch_format="pyarrow",
+                          batch_size=1, num_cpus=0.5)
 
 
-def _apply(ds: Any, spec: StageSpec) -> Any:
-    resources = spec.effective_resources()
-    kwargs = map_batches_kwargs(spec, resources)
-    fn: Any = spec.stage_class() if resources.actors is not None else _TaskStage(spec.name, spec.params)
-    return ds.map_batches(fn, **kwargs)
+def stage_callable(spec: StageSpec, stats_name: str | None = None) -> Any:
+    """The ``map_batches`` callable of one stage, named after it: the class for an actor pool
+    (its constructor keywords are in :func:`map_batches_kwargs`), an instance for a task pool."""
+    if spec.effective_resources().actors is not None:
+        return named(ActorStage, spec.name)
+    return named(TaskStage, spec.name)(spec.name, spec.params, stats_name)
+
+
+def _apply(ds: Any, spec: StageSpec, stats_name: str | None = None) -> Any:
+    kwargs = map_batches_kwargs(spec, spec.effective_resources(), stats_name)
+    return ds.map_batches(stage_callable(spec, stats_name), **kwargs)
 
 
 def _copy_dir(src_uri: str, dst_uri: str) -> None:
@@ -251,7 +265,8 @@ def _copy_dir(src_uri: str, dst_uri: str) -> None:
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
-def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec]) -> StageCheckpoint:
+def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec],
+                     stats_name: str | None = None) -> StageCheckpoint:
     """Run ingest and every stage, one materialised step at a time, starting after the last step
     whose marker exists under ``root_uri``; return the last step's checkpoint."""
     import ray.data
@@ -265,7 +280,7 @@ def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec])
             ds = _ingest(cfg)
         else:
             fs, path = filesystem_for(plan[step.index - 1].data_uri)
-            ds = _apply(ray.data.read_parquet(path, filesystem=fs), stages[step.index - 1])
+            ds = _apply(ray.data.read_parquet(path, filesystem=fs), stages[step.index - 1], stats_name)
         t0 = time.perf_counter()
         rows = _write_stage(ds, step.data_uri, f"{step.index}/{len(plan) - 1} {step.name}")
         # The marker goes last: a step killed while writing has none and is redone whole.
@@ -276,21 +291,39 @@ def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec])
 
 def run_stages_on_ray(
     cfg: RunConfig, staging_uri: str, stages: Sequence[StageSpec] | None = None, *, checkpoint_uri: str | None = None
-) -> None:
-    """Ingest the inputs, apply the stages and write every row (kept and rejected) to staging.
+) -> list[dict[str, Any]]:
+    """Ingest the inputs, apply the stages and write every row (kept and rejected) to staging;
+    return each stage's rows in, rows out and seconds (summed over the workers).
 
     Without a checkpoint root (the argument, or an enclosing :func:`stage_checkpoints`) the
     stages stream into each other in one Ray Data execution; with one, each is materialised and
     a re-run resumes after the last completed stage (module docstring)."""
+    import ray
+
     ensure_ray(cfg)
     specs = list(cfg.stages if stages is None else stages)
     root = checkpoint_uri or _checkpoint_root.get()
-    if root is None:
-        ds = _ingest(cfg)
-        for spec in specs:
-            ds = _apply(ds, spec)
-        _write_stage(ds, staging_uri, "all stages")
-    else:
-        last = run_checkpointed(cfg, root, specs)
-        _copy_dir(last.data_uri, staging_uri)
+    actor, stats_name = start_stats(uuid.uuid4().hex[:12])
+    order = [s.name for s in specs]
+
+    def progress() -> str:
+        snap = ray.get(actor.snapshot.remote())
+        return ", ".join(f"{n} {int(snap[n][2])}/{int(snap[n][1])}" for n in order if n in snap)
+
+    try:
+        if root is None:
+            ds = _ingest(cfg)
+            for spec in specs:
+                ds = _apply(ds, spec, stats_name)
+            _write_stage(ds, staging_uri, "all stages", progress)
+        else:
+            last = run_checkpointed(cfg, root, specs, stats_name)
+            _copy_dir(last.data_uri, staging_uri)
+        timings = timings_from(ray.get(actor.snapshot.remote()), order)
+    finally:
+        ray.kill(actor)
+    for t in timings:
+        log.info("stage %s: %d rows in, %d out, %.1f s in the stage", t["stage"], t["rows_in"], t["rows_out"],
+                 t["seconds"])
     log.info("staged %s", staging_uri)
+    return timings
