@@ -18,7 +18,8 @@ from PIL import Image
 from pipeline.run.local_runner import read_inputs, run_stages
 from pipeline.world import generate_world
 from schemas.reason_codes import ReasonCode
-from stages.clip_score import ClipScore, row_texts
+from stages.clip_rules import row_texts
+from stages.clip_score import ClipScore
 from stages.decode_media import DecodeMedia, sample_video_frames, square_crop
 from stages.object_boxes import row_boxes_xyxy
 from stages.scoring import pick_device, top_fraction_threshold, unit_features
