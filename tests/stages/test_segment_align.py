@@ -13,15 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.reason_codes import ReasonCode
+from stages.dtw_plan import choose_downsample, chunk_bounds, stitch
 from stages.registry import get_stage_class
-from stages.segment_align import (
-    SegmentAlign,
-    choose_downsample,
-    chunk_bounds,
-    kendall_continuity,
-    shifted_window,
-    stitch,
-)
+from stages.segment_align import SegmentAlign, kendall_continuity, shifted_window
 from stages.segment_checks import SegmentChecks
 from tests.stages.segment_media import EVENTS_US, SR, examples_dir, rows_table, write_segment
 
