@@ -21,6 +21,7 @@ from access.paths import normalize_root
 from pipeline.run.inputs import manifest_problem
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams
+from stages.dataset_checks import DatasetChecksParams
 from stages.registry import STAGE_CLASSES, closest, did_you_mean, get_stage_class, unknown_stage_message
 
 # Names beside the versions in ``<root>/<dataset>/``: the pointer and failed-gate reports.
@@ -84,6 +85,8 @@ class RayConfig(_Model):
     address: str | None = Field(default=None, description="None = start a local Ray; 'auto' or ray://host:port")
     num_cpus: int | None = Field(default=None, gt=0, description="CPUs of the local Ray (default: all)")
     temp_dir: str | None = None
+    lines_per_block: int = Field(default=2000, ge=0, description="JSON-lines manifests are cut into "
+                                 "blocks of this many lines, so stages run in parallel (0: one block a file)")
     s3_credentials_file: str | None = Field(
         default=None, description="an AWS shared-credentials file that the workers read (the path "
         "reaches them as AWS_SHARED_CREDENTIALS_FILE, never its contents); without it, workers use "
@@ -190,6 +193,9 @@ class RunConfig(_Model):
     media_roots: list[str] = Field(
         default_factory=list, description="local folders and s3:// prefixes that media refs may point "
         "into, besides each manifest's own folder (access.paths); relative to the current directory")
+    dataset_checks: DatasetChecksParams | None = Field(
+        default=None, description="templates, near-duplicates and evaluation leakage over the whole "
+        "dataset, on the rows as the stage named by `after` leaves them (stages.dataset_checks)")
 
     @field_validator("media_roots")
     @classmethod
@@ -295,6 +301,10 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
         except ValidationError as err:
             for line in format_validation_error(err, spec.stage_class().params_model).splitlines():
                 problems.append(f"stages[{i}].params.{line}")
+    checks = cfg.dataset_checks
+    if checks is not None and checks.after not in [spec.name for spec in cfg.stages]:
+        problems.append(f"dataset_checks.after: {checks.after!r} is not a stage of this config "
+                        f"(stages: {', '.join(spec.name for spec in cfg.stages) or 'none'})")
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg

@@ -4,11 +4,17 @@ Every input line or row becomes exactly one output row. A record that does not p
 not validate becomes a rejected row (``ERR_CROSS_MDL_SCHEMA``, stage ``ingest``) whose detail
 names the line and the field; its id is salvaged from the raw text where possible so that the
 rejection can be traced. Nothing here raises on bad records.
+
+Limits, each a rejection rather than an exception: ``max_record_bytes`` per line, JSON nesting
+deeper than ``max_depth``, duplicate keys and lone surrogates (``json_record``), numbers out of
+their Arrow type's range or non-finite where they must be finite (``schemas.records``). A
+Parquet manifest is read a row group at a time (``parquet_records``): a corrupt row group
+rejects its own rows, as many as the footer gives it. A row that still cannot become an Arrow
+row is rejected naming the column, so a manifest always comes back one row per record.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -16,11 +22,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from access.io import parent_uri, read_bytes
 from access.paths import MediaPathError, MediaPolicy
+from pipeline.run.json_record import DEFAULT_MAX_NESTING_DEPTH, RecordError, parse_json_record
+from pipeline.run.parquet_records import iter_parquet_records, parquet_record_count
 from schemas.reason_codes import ReasonCode
 from schemas.records import ROW_SCHEMA, STATUS_OK, STATUS_REJECTED, Record
 
@@ -45,6 +52,11 @@ def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def _storable(text: str) -> str:
+    """``text`` as valid UTF-8 (a detail may quote a key holding a lone surrogate)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _rejected_row(raw: bytes, where: str, detail: str, root: str, fallback_id: str,
                   code: ReasonCode = ReasonCode.SCHEMA, stage: str = INGEST_STAGE) -> dict[str, Any]:
     head = raw[:4096]
@@ -56,9 +68,9 @@ def _rejected_row(raw: bytes, where: str, detail: str, root: str, fallback_id: s
         "status": STATUS_REJECTED,
         "reject_stage": stage,
         "reject_code": str(code),
-        "reject_detail": detail[:1000],
-        "manifest_root": root,
-        "source_ref": where,
+        "reject_detail": _storable(detail[:1000]),
+        "manifest_root": _storable(root),
+        "source_ref": _storable(where),
     }
 
 
@@ -75,6 +87,8 @@ def _validated_row(obj: object, raw: bytes, where: str, root: str, fallback_id: 
         record = Record.model_validate(obj)
     except ValidationError as err:
         return _rejected_row(raw, where, f"{where}: {describe_validation_error(err)}", root, fallback_id)
+    except RecursionError:  # unreachable after the depth limits; a reject all the same
+        return _rejected_row(raw, where, f"{where}: record nested too deep to validate", root, fallback_id)
     row = record.model_dump()
     row.update(
         status=STATUS_OK,
@@ -89,10 +103,12 @@ def _validated_row(obj: object, raw: bytes, where: str, root: str, fallback_id: 
 
 
 def iter_jsonl_rows(
-    data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, *,
+    max_depth: int = DEFAULT_MAX_NESTING_DEPTH, first_line: int = 1,
 ) -> Iterator[dict[str, Any]]:
+    """Rows of JSON lines; ``data`` may be a range of a file that starts at line ``first_line``."""
     root = parent_uri(uri)
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+    for lineno, raw in enumerate(data.split(b"\n"), start=first_line):
         raw = raw.strip()
         if not raw:
             continue
@@ -113,26 +129,24 @@ def iter_jsonl_rows(
             yield _rejected_row(raw, where, f"{where}: not valid UTF-8 at byte {err.start}", root, fallback_id)
             continue
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield _rejected_row(
-                raw, where, f"{where}: invalid JSON: {err.msg} at column {err.colno}", root, fallback_id
-            )
+            obj = parse_json_record(raw, text, max_depth)
+        except RecordError as err:
+            yield _rejected_row(raw, where, f"{where}: {err.detail}", root, fallback_id)
             continue
         yield _validated_row(obj, raw, where, root, fallback_id)
 
 
 def iter_parquet_rows(
-    data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, *,
+    max_depth: int = DEFAULT_MAX_NESTING_DEPTH,
 ) -> Iterator[dict[str, Any]]:
+    """Rows are numbered from 0; ``max_record_bytes`` is not applied (a row group is read whole)."""
     root = parent_uri(uri)
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as err:
-        yield _rejected_row(b"", f"{uri}:0", f"{uri}: not a readable Parquet file: {err}", root, "@row:0")
-        return
-    for rowno, obj in enumerate(table.to_pylist()):
+    for rowno, obj, why in iter_parquet_records(data, max_depth):
         where = f"{uri}:{rowno}"
+        if obj is None:
+            yield _rejected_row(b"", where, f"{where}: {why}", root, f"@row:{rowno}")
+            continue
         obj = {k: v for k, v in obj.items() if v is not None}  # absent == null in Parquet
         raw = json.dumps(obj, default=str)[:4096].encode()
         yield _validated_row(obj, raw, where, root, f"@row:{rowno}")
@@ -185,24 +199,62 @@ def resolve_media(rows: Iterable[dict[str, Any]], policy: MediaPolicy) -> Iterat
         yield row
 
 
+_ARROW_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeError)
+
+
+def _unstorable_column(row: dict[str, Any]) -> str:
+    for field in ROW_SCHEMA:
+        try:
+            pa.array([row.get(field.name)], type=field.type)
+        except _ARROW_ERRORS as err:
+            return f"{field.name}: value does not fit the row schema ({type(err).__name__}: {err})"
+    return "record does not fit the row schema"
+
+
+def _rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as a ROW_SCHEMA table; a row Arrow cannot hold (a case the validation missed)
+    becomes a rejected row naming the column instead of failing the whole manifest."""
+    try:
+        return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    except _ARROW_ERRORS:
+        pass
+    pieces = []
+    for row in rows:
+        try:
+            pieces.append(pa.Table.from_pylist([row], schema=ROW_SCHEMA))
+        except _ARROW_ERRORS:
+            where = _storable(str(row.get("source_ref")))
+            bad = _rejected_row(b"", where, f"{where}: {_unstorable_column(row)}", str(row.get("manifest_root")), "")
+            bad.update(id=_storable(str(row.get("id"))), kind=row.get("kind") if isinstance(row.get("kind"), str)
+                       else None)
+            pieces.append(pa.Table.from_pylist([bad], schema=ROW_SCHEMA))
+    return pa.concat_tables(pieces)
+
+
 def parse_manifest_bytes(data: bytes, uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, *,
-                         media_roots: Sequence[str] = ()) -> pa.Table:
+                         media_roots: Sequence[str] = (), max_depth: int = DEFAULT_MAX_NESTING_DEPTH,
+                         first_line: int = 1) -> pa.Table:
     """Parse one manifest file's bytes (``.parquet`` or JSON lines) into a ROW_SCHEMA table;
-    media refs resolve under the manifest's folder and ``media_roots``."""
-    rows_iter = iter_parquet_rows if uri.endswith(".parquet") else iter_jsonl_rows
+    media refs resolve under the manifest's folder and ``media_roots``. JSON lines may be a
+    range of the file that starts at line ``first_line`` (``pipeline.run.blocks``)."""
     policy = MediaPolicy.for_root(parent_uri(uri), media_roots)
-    rows = list(mark_duplicates(resolve_media(rows_iter(data, uri, max_record_bytes), policy)))
+    if uri.endswith(".parquet"):
+        rows_in = iter_parquet_rows(data, uri, max_record_bytes, max_depth=max_depth)
+    else:
+        rows_in = iter_jsonl_rows(data, uri, max_record_bytes, max_depth=max_depth, first_line=first_line)
+    rows = list(mark_duplicates(resolve_media(rows_in, policy)))
     for row in rows:
         for box in row.get("boxes") or []:
             box["bbox"] = [float(v) if v is not None else math.nan for v in box["bbox"]]
-    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    return _rows_to_table(rows)
 
 
 def read_manifest(uri: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, *,
-                  media_roots: Sequence[str] = ()) -> pa.Table:
+                  media_roots: Sequence[str] = (), max_depth: int = DEFAULT_MAX_NESTING_DEPTH) -> pa.Table:
     """Read a manifest from a path, ``file://`` or ``s3://`` URI. A missing manifest raises
     ``FileNotFoundError`` (the run cannot start); bad records inside it never raise."""
-    return parse_manifest_bytes(read_bytes(uri), uri, max_record_bytes, media_roots=media_roots)
+    return parse_manifest_bytes(read_bytes(uri), uri, max_record_bytes, media_roots=media_roots,
+                                max_depth=max_depth)
 
 
 def mark_duplicate_ids(table: pa.Table) -> pa.Table:
@@ -232,10 +284,7 @@ def fingerprint_input(uri: str) -> tuple[int, str, int]:
 
     data = read_bytes(uri)
     if uri.endswith(".parquet"):
-        try:
-            records = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-        except (pa.ArrowInvalid, OSError):
-            records = 1  # the one rejected row that says the file is unreadable
+        records = parquet_record_count(data)  # by the footer, unreadable row groups included
     else:
         records = sum(1 for line in data.split(b"\n") if line.strip())
     return len(data), hashlib.sha256(data).hexdigest(), records

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from access.io import filesystem_for, write_bytes
+from pipeline.run.blocks import ParseBlocks, plan_blocks
 from pipeline.run.config import RunConfig, StageSpec
 from pipeline.run.ray_stages import ActorStage, TaskStage, named, start_stats, timings_from
 from stages.base import Resources
@@ -68,19 +69,6 @@ def stage_checkpoints(root_uri: str) -> Iterator[None]:
         yield
     finally:
         _checkpoint_root.reset(token)
-
-
-class _ParseManifests:
-    """Task: manifest URIs -> ROW_SCHEMA rows (one task per manifest file)."""
-
-    def __init__(self, max_record_bytes: int, media_roots: Sequence[str] = ()) -> None:
-        self.max_record_bytes, self.media_roots = max_record_bytes, list(media_roots)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipeline.run.ingest import read_manifest
-
-        return pa.concat_tables([read_manifest(u, self.max_record_bytes, media_roots=self.media_roots)
-                                 for u in batch["uri"].to_pylist()])
 
 
 def map_batches_kwargs(spec: StageSpec, resources: Resources, stats_name: str | None = None) -> dict[str, Any]:
@@ -118,14 +106,17 @@ def ensure_ray(cfg: RunConfig) -> None:
     """Connect to the configured cluster, or start a local Ray, forwarding S3 settings (never
     credentials: :func:`worker_env`). A local Ray gets a temp dir of its own and explicit
     token auth (:mod:`pipeline.run.local_ray`)."""
-    from pipeline.run import local_ray
-
-    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
-        local_ray.prepare_auth(os.environ)  # before Ray is imported: it reads its auth mode once
     import ray
+
+    from pipeline.run import local_ray
 
     if ray.is_initialized():
         return
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and local_ray.prepare_auth(os.environ):
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+        Config.initialize("")  # Ray read RAY_AUTH_MODE at import; re-read it, as Ray itself does
+        AuthenticationTokenLoader.instance().reset_cache()
     env = worker_env(cfg, os.environ)
     if _JOB_CONFIG_ENV in os.environ:
         # In a submitted job the job's runtime_env already carries its env vars to the workers,
@@ -240,8 +231,10 @@ def _write_stage(ds: Any, uri: str, label: str, progress: Callable[[], str] | No
 def _ingest(cfg: RunConfig) -> Any:
     import ray.data
 
-    ds = ray.data.from_items([{"uri": u} for u in cfg.inputs], override_num_blocks=len(cfg.inputs))
-    return ds.map_batches(_ParseManifests(cfg.max_record_bytes, cfg.media_roots), batch_format="pyarrow",
+    blocks = [b.to_json() for u in cfg.inputs for b in plan_blocks(u, cfg.ray.lines_per_block)]
+    log.info("ingest: %d manifest(s) in %d block(s)", len(cfg.inputs), len(blocks))
+    ds = ray.data.from_items(blocks, override_num_blocks=len(blocks))
+    return ds.map_batches(named(ParseBlocks, "ingest")(cfg.max_record_bytes, cfg.media_roots), batch_format="pyarrow",
                           batch_size=1, num_cpus=0.5)
 
 
