@@ -8,8 +8,9 @@ Rejects with ``ERR_CROSS_MDL_HALLUCINATION`` an object row whose ``chair_s`` exc
 ``max_chair_s`` or whose ``chair_i`` exceeds ``max_chair_i`` (default: any caption naming an
 absent object).
 
-Caption nouns map to canonical object names through ``stages.object_lexicon`` (synonyms,
-plurals, two-word names); box labels map the same way ("small red circle" -> circle). A mention
+Caption nouns map to canonical object names through the lexicon (``stages.lexicon``: synonyms,
+plurals, two-word names; the built-in words plus the ``lexicon`` file, if given); box labels map
+the same way ("small red circle" -> circle). A mention
 is hallucinated when no box has its canonical object or, with ``match_colours``, when no box of
 that object has every colour the mention states ("a blue circle" beside a red one). Negated
 mentions ("no dog") are not counted. :func:`chair_totals` gives the batch-level CHAIR-i and
@@ -24,18 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
-from stages.object_lexicon import (
-    LabelProfile,
-    caption_texts,
-    find_object_mentions,
-    label_profile,
-    matching_boxes,
-)
+from stages.caption_markup import caption_texts
+from stages.lexicon import DEFAULT_LEXICON, LabelProfile, Lexicon, lexicon_field, load_lexicon
 
 
 @dataclass
@@ -65,16 +61,16 @@ class ChairCounts:
         self.hallucinated_objects.update(other.hallucinated_objects)
 
 
-def caption_hallucinations(text: str, profiles: list[LabelProfile],
-                           match_colours: bool) -> tuple[int, list[str]]:
+def caption_hallucinations(text: str, profiles: list[LabelProfile], match_colours: bool,
+                           lexicon: Lexicon = DEFAULT_LEXICON) -> tuple[int, list[str]]:
     """(number of object mentions, the hallucinated ones as written) in one caption."""
     total, bad = 0, []
     canonicals = {p.canonical for p in profiles}
-    for m in find_object_mentions(text):
+    for m in lexicon.find_object_mentions(text):
         if m.negated:
             continue
         total += 1
-        found = matching_boxes(m, profiles) if match_colours else (
+        found = lexicon.matching_boxes(m, profiles) if match_colours else (
             [0] if m.canonical in canonicals else [])
         if not found:
             bad.append(" ".join([*m.modifiers, text[m.start:m.end]]))
@@ -82,12 +78,13 @@ def caption_hallucinations(text: str, profiles: list[LabelProfile],
 
 
 def sample_chair(content: str | None, captions: Iterable[str | None] | None,
-                 labels: Iterable[str], match_colours: bool = True) -> ChairCounts:
+                 labels: Iterable[str], match_colours: bool = True,
+                 lexicon: Lexicon = DEFAULT_LEXICON) -> ChairCounts:
     """CHAIR counts of one sample: the content is caption 0, extra captions follow."""
-    profiles = [label_profile(label) for label in labels if label]
+    profiles = [lexicon.label_profile(label) for label in labels if label]
     counts = ChairCounts()
     for index, text in enumerate(caption_texts(content, captions)):
-        total, bad = caption_hallucinations(text, profiles, match_colours)
+        total, bad = caption_hallucinations(text, profiles, match_colours, lexicon)
         counts.captions += 1
         counts.mentions += total
         if bad:
@@ -99,7 +96,8 @@ def sample_chair(content: str | None, captions: Iterable[str | None] | None,
     return counts
 
 
-def chair_totals(rows: pa.Table, match_colours: bool = True) -> tuple[ChairCounts, ChairCounts]:
+def chair_totals(rows: pa.Table, match_colours: bool = True,
+                 lexicon: Lexicon = DEFAULT_LEXICON) -> tuple[ChairCounts, ChairCounts]:
     """Batch-level CHAIR over the object rows of ``rows``, in one pass: (ok rows, all rows).
     ``.chair_i`` and ``.chair_s`` are ratios of totals."""
     kept, everything = ChairCounts(), ChairCounts()
@@ -109,7 +107,7 @@ def chair_totals(rows: pa.Table, match_colours: bool = True) -> tuple[ChairCount
             continue
         labels = [(b or {}).get("label") or "" for b in row["boxes"] or []]
         if labels:
-            counts = sample_chair(row["content"], row["captions"], labels, match_colours)
+            counts = sample_chair(row["content"], row["captions"], labels, match_colours, lexicon)
             everything.add(counts)
             if row["status"] == STATUS_OK:
                 kept.add(counts)
@@ -126,6 +124,13 @@ class ObjectHallucinationParams(StageParams):
         default=1.0, ge=0, le=1, description="largest allowed share of hallucinated object mentions")
     match_colours: bool = Field(
         default=True, description="a mention's colour words must match a box of that object")
+    lexicon: str | None = lexicon_field()
+
+    @field_validator("lexicon")
+    @classmethod
+    def _lexicon_loads(cls, value: str | None) -> str | None:
+        load_lexicon(value)
+        return value
 
 
 class ObjectHallucination(Stage):
@@ -138,13 +143,17 @@ class ObjectHallucination(Stage):
                                                pa.field("chair_s", pa.float64())]
     error_code: ClassVar[ReasonCode] = ReasonCode.HALLUCINATION
 
+    def __init__(self, params: StageParams | dict[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self.lexicon = load_lexicon(self.params.lexicon)  # type: ignore[attr-defined]
+
     def process(self, rows: pa.Table) -> pa.Table:
         p: ObjectHallucinationParams = self.params  # type: ignore[assignment]
         chair_i: list[float | None] = []
         chair_s: list[float | None] = []
         verdicts: list[Verdict | None] = []
         for row in rows.select(["kind", "content", "captions", "boxes"]).to_pylist():
-            counts, verdict = self._check(row, p)
+            counts, verdict = self._check(row, p, self.lexicon)
             chair_i.append(counts.chair_i if counts else None)
             chair_s.append(counts.chair_s if counts else None)
             verdicts.append(verdict)
@@ -155,12 +164,12 @@ class ObjectHallucination(Stage):
         return reject_rows(rows, verdicts, self.name)
 
     @staticmethod
-    def _check(row: dict[str, Any], p: ObjectHallucinationParams
+    def _check(row: dict[str, Any], p: ObjectHallucinationParams, lexicon: Lexicon = DEFAULT_LEXICON
                ) -> tuple[ChairCounts | None, Verdict | None]:
         labels = [(b or {}).get("label") or "" for b in row["boxes"] or []]
         if row["kind"] != "object" or not labels:
             return None, None  # no annotations: nothing to hold a caption against
-        counts = sample_chair(row["content"], row["captions"], labels, p.match_colours)
+        counts = sample_chair(row["content"], row["captions"], labels, p.match_colours, lexicon)
         ci, cs = counts.chair_i or 0.0, counts.chair_s or 0.0
         if cs > p.max_chair_s or ci > p.max_chair_i:
             have = ", ".join(repr(label) for label in labels) or "none"

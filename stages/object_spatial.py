@@ -24,25 +24,14 @@ import re
 from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.reason_codes import ReasonCode
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
+from stages.caption_markup import caption_texts
+from stages.lexicon import DEFAULT_LEXICON, LabelProfile, Lexicon, Mention, lexicon_field, load_lexicon
 from stages.object_boxes import image_size_of_row, row_boxes_xyxy
-from stages.object_lexicon import (
-    ABSOLUTE_RE,
-    ABSOLUTE_WORDS,
-    AXIS,
-    FRAME_WORDS,
-    RELATIVE_RE,
-    LabelProfile,
-    Mention,
-    caption_texts,
-    find_sample_mentions,
-    label_profile,
-    matching_boxes,
-    relative_relation,
-)
+from stages.spatial_words import ABSOLUTE_RE, ABSOLUTE_WORDS, AXIS, FRAME_WORDS
 
 _SENTENCE_RE = re.compile(r"[^.;!?\n]+")
 _WORD_RE = re.compile(r"[A-Za-z]+")
@@ -77,16 +66,17 @@ def orientation_problem(media: list[dict[str, Any]] | None) -> str | None:
     return None
 
 
-def _resolve(mention: Mention, profiles: list[LabelProfile]) -> int | None:
+def _resolve(mention: Mention, profiles: list[LabelProfile], lexicon: Lexicon) -> int | None:
     if mention.plural or mention.negated:
         return None
-    found = matching_boxes(mention, profiles)
+    found = lexicon.matching_boxes(mention, profiles)
     return found[0] if len(found) == 1 else None
 
 
-def sentence_claims(sentence: str, profiles: list[LabelProfile], check_depth: bool) -> list[Claim]:
-    """The checkable relations of one sentence."""
-    mentions = [(m, _resolve(m, profiles)) for m in find_sample_mentions(sentence, profiles)]
+def sentence_claims(sentence: str, profiles: list[LabelProfile], check_depth: bool,
+                    lexicon: Lexicon = DEFAULT_LEXICON) -> list[Claim]:
+    """The checkable relations of one sentence (relation words: the lexicon's)."""
+    mentions = [(m, _resolve(m, profiles, lexicon)) for m in lexicon.find_sample_mentions(sentence, profiles)]
     claims: list[Claim] = []
     masked = sentence
 
@@ -98,9 +88,9 @@ def sentence_claims(sentence: str, profiles: list[LabelProfile], check_depth: bo
         return (last, box, after[0] if after else None, after[1] if len(after) > 1 else None)
 
     previous: tuple[int, int] | None = None  # (subject, end of the reference mention)
-    for m in RELATIVE_RE.finditer(sentence):
+    for m in lexicon.relative_re.finditer(sentence):
         masked = masked[: m.start()] + " " * (m.end() - m.start()) + masked[m.end():]
-        relation = relative_relation(m)
+        relation = lexicon.relative_relation(m)
         last, subject, nxt, nxt2 = around(m.start(), m.end())
         if (previous is not None and last is not None and last.end == previous[1]
                 and _CONJUNCTION_GAP.fullmatch(sentence[last.end:m.start()])):
@@ -192,6 +182,13 @@ class ObjectSpatialParams(StageParams):
         "left/right/top/bottom claims are not judged")
     check_depth: bool = Field(default=True, description="check 'in front of'/'behind' (ground-plane rule)")
     check_orientation: bool = Field(default=True, description="apply the laterality orientation rule")
+    lexicon: str | None = lexicon_field()
+
+    @field_validator("lexicon")
+    @classmethod
+    def _lexicon_loads(cls, value: str | None) -> str | None:
+        load_lexicon(value)
+        return value
 
 
 class ObjectSpatial(Stage):
@@ -201,6 +198,10 @@ class ObjectSpatial(Stage):
     params_model: ClassVar[type[StageParams]] = ObjectSpatialParams
     resources: ClassVar[Resources] = Resources(num_cpus=0.25, batch_size=512)
     error_code: ClassVar[ReasonCode] = ReasonCode.OBJ_FLIP
+
+    def __init__(self, params: StageParams | dict[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self.lexicon = load_lexicon(self.params.lexicon)  # type: ignore[attr-defined]
 
     def process(self, rows: pa.Table) -> pa.Table:
         names = ["kind", "content", "captions", "boxes", "media", "laterality", "manifest_root"]
@@ -223,11 +224,11 @@ class ObjectSpatial(Stage):
         size = image_size_of_row(row)
         if not labels or boxes is None or size is None or len(boxes) != len(labels):
             return None  # nothing checkable; box problems are object_boxes' verdict
-        profiles = [label_profile(label) for label in labels]
+        profiles = [self.lexicon.label_profile(label) for label in labels]
         claims: list[Claim] = []
         for text in caption_texts(row.get("content"), row.get("captions")):
             for sentence in _SENTENCE_RE.findall(text):
-                claims.extend(sentence_claims(sentence, profiles, p.check_depth))
+                claims.extend(sentence_claims(sentence, profiles, p.check_depth, self.lexicon))
         problem = flip_problem(claims, labels, boxes, float(size[0]), float(size[1]),
                                p.relation_margin_px, p.absolute_band)
         return Verdict(ReasonCode.OBJ_FLIP, problem) if problem else None

@@ -1,7 +1,7 @@
 """Entailment conflicts between the captions of one image: rule-based, on canonical objects.
 
 Two captions of the same image conflict when they say incompatible things about the same
-canonical object (``stages.object_lexicon``: "kitten" is "cat", "disc" is "circle"):
+canonical object (``stages.lexicon``: "kitten" is "cat", "disc" is "circle"; a user lexicon adds words):
 
 - ``colour``: exclusive colours of a single object ("a red circle" / "the circle is blue");
 - ``count``: different explicit counts with the same modifiers ("two circles" / "three circles");
@@ -23,16 +23,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from stages.object_lexicon import (
-    ABSOLUTE_RE,
-    ABSOLUTE_WORDS,
-    COLOURS,
-    RELATIVE_RE,
-    Mention,
-    canonical_object,
-    find_object_mentions,
-    relative_relation,
-)
+from stages.lexicon import DEFAULT_LEXICON, Lexicon, Mention
+from stages.spatial_words import ABSOLUTE_RE, ABSOLUTE_WORDS
 
 CONFLICT_TYPES = ("colour", "count", "relation", "position", "presence")
 # Spelling variants that name the same colour; anything else is a different colour.
@@ -119,9 +111,10 @@ def _add_relation(out: dict[tuple[str, str, str], str], a: Mention, rel: str, b:
         out[(a.canonical, rel, b.canonical)] = said
 
 
-def caption_claims(text: str) -> Claims:
+def caption_claims(text: str, lexicon: Lexicon = DEFAULT_LEXICON) -> Claims:
     """The colour, count, relation, position and presence claims of one caption."""
-    mentions = find_object_mentions(text)
+    mentions = lexicon.find_object_mentions(text)
+    colour_words = lexicon.colours
     colours: dict[str, set[str]] = {}
     times = Counter(m.canonical for m in mentions if not m.negated)
     plural = {m.canonical for m in mentions if m.plural and not m.negated}
@@ -129,9 +122,9 @@ def caption_claims(text: str) -> Claims:
     for m in mentions:
         if m.negated:
             continue
-        stated = {_colour(w) for w in m.modifiers if w in COLOURS}
+        stated = {_colour(w) for w in m.modifiers if w in colour_words}
         predicate = _PREDICATE_COLOUR.match(text, m.end)
-        if predicate and predicate.group("colour").lower() in COLOURS:
+        if predicate and predicate.group("colour").lower() in colour_words:
             stated.add(_colour(predicate.group("colour")))
         if stated:
             colours.setdefault(m.canonical, set()).update(stated)
@@ -140,14 +133,14 @@ def caption_claims(text: str) -> Claims:
             counts[(m.canonical, frozenset(m.modifiers))] = n
     relations: dict[tuple[str, str, str], str] = {}
     taken: list[tuple[int, int]] = []
-    for match in RELATIVE_RE.finditer(text):
+    for match in lexicon.relative_re.finditer(text):
         taken.append(match.span())
         if _NEGATION_BEFORE.search(text[:match.start()]):
             continue  # "not left of" says little about where it is
         a = _nearest_before(mentions, text, match.start())
         b = _first_after(mentions, text, match.end())
         if a and b:
-            _add_relation(relations, a, relative_relation(match), b, match.group(0))
+            _add_relation(relations, a, lexicon.relative_relation(match), b, match.group(0))
     for match in _ON_RE.finditer(text):
         if any(s <= match.start() < e for s, e in taken):
             continue
@@ -227,14 +220,14 @@ class ConflictCounts:
 
 
 def image_conflicts(sample_id: str, captions: Sequence[str], box_labels: Iterable[str],
-                    max_examples: int = 20) -> ConflictCounts:
+                    max_examples: int = 20, lexicon: Lexicon = DEFAULT_LEXICON) -> ConflictCounts:
     """Every caption pair of one image."""
     out = ConflictCounts()
     if len(captions) < 2:
         return out
-    instances = Counter(canonical_object(label) for label in box_labels if label)
+    instances = Counter(lexicon.canonical_object(label) for label in box_labels if label)
     ambiguous = frozenset(obj for obj, n in instances.items() if n > 1)
-    claims = [caption_claims(c) for c in captions]
+    claims = [caption_claims(c, lexicon) for c in captions]
     out.images = 1
     for i, j in itertools.combinations(range(len(captions)), 2):
         out.pairs += 1
