@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "pipeline.training.mix_command",
     "pipeline.release.publish",
     "pipeline.demo_models.clip_train",
+    "pipeline.review.cli",
 ]
 
 CliError = UserError
