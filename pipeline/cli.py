@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "pipeline.release.publish",
     "pipeline.demo_models.clip_train",
     "pipeline.review.cli",
+    "pipeline.run.stage_catalog",
 ]
 
 CliError = UserError
