@@ -29,7 +29,6 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("pipeline.demo_models", 7),
     ("pipeline.training", 8),
     ("pipeline.review", 8),
-    ("pipeline.review", 8),
     ("pipeline.interchange", 8),  # importers and exporters: read releases, write manifests
     ("pipeline.cluster", 9),
     ("pipeline.cli", 10),
