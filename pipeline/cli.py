@@ -1,11 +1,16 @@
-"""The ``xmodal`` command line. Every command's ``--help`` has an example."""
+"""The ``xmodal`` command line. Every command's ``--help`` has an example.
+
+A user's mistake (a bad argument, a directory or a release's manifest.json where an input
+manifest belongs, a misspelt stage, key or parameter) ends in one line on stderr that names the
+culprit, ``xmodal COMMAND: error: ...``, and exit code 2, never a traceback: argparse's own
+errors included (:class:`OneLineParser`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +40,51 @@ COMMAND_MODULES: list[str] = [
     "pipeline.training.mix_command",
     "pipeline.release.publish",
     "pipeline.demo_models.clip_train",
-    "pipeline.review.cli",
     "pipeline.run.stage_catalog",
+    "pipeline.review.cli",
 ]
 
 CliError = UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line naming the argument (not the usage block), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+def require_input_manifest(uri: str, what: str) -> None:
+    """UserError unless ``uri`` may be an input manifest (not a directory, not a release's
+    manifest.json); ``what`` names the argument."""
+    from pipeline.run.inputs import manifest_problem
+
+    problem = manifest_problem(uri)
+    if problem:
+        raise CliError(f"{what}: {problem}")
 
 
 def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -55,14 +100,17 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _summary(table: Any) -> str:
-    from schemas.records import STATUS_OK
+    """Input records (kept + rejected, by code) apart from rows the stages derived."""
+    import pyarrow.compute as pc
 
-    status = table["status"].to_pylist()
-    codes = Counter(c for s, c in zip(status, table["reject_code"].to_pylist(), strict=True) if s != STATUS_OK)
-    lines = [f"ok{'':30s}{status.count(STATUS_OK):>8d}"]
-    lines += [f"{code:32s}{n:>8d}" for code, n in sorted(codes.items())]
-    lines.append(f"{'total':32s}{table.num_rows:>8d}")
-    return "\n".join(lines)
+    from pipeline.release.summary import summary_lines, tally
+
+    inputs = int(pc.sum(pc.cast(pc.is_null(table["parent_id"]), "int64")).as_py() or 0)
+    by_origin = tally(table)
+    group = by_origin.get("input", {})
+    counts = {"input_records": inputs, "kept": sum(group.get("kept_by_kind", {}).values()),
+              "rejected": sum(group.get("rejected_by_kind", {}).values()), "by_origin": by_origin}
+    return "\n".join(summary_lines(counts))
 
 
 def _load_rows(path: str, max_record_bytes: int) -> Any:
@@ -83,7 +131,13 @@ def _load_rows(path: str, max_record_bytes: int) -> Any:
 def cmd_sample(args: argparse.Namespace) -> int:
     from pipeline.world import generate_world
 
-    summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed)
+    if args.media_pool is not None:
+        from pipeline.world.bulk import generate_bulk_world
+
+        summary = generate_bulk_world(Path(args.out), n=args.n, media_pool=args.media_pool,
+                                      fault_rate=args.faults, seed=args.seed)
+    else:
+        summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed)
     print(summary)
     return 0
 
@@ -94,7 +148,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pipeline.run.local_runner import read_inputs, run_stages
     from stages.registry import MODEL_FREE_CHECKS, get_stage_class
 
-    names = args.stages.split(",") if args.stages else MODEL_FREE_CHECKS
+    require_input_manifest(args.manifest, "manifest")
+    names = [n.strip() for n in args.stages.split(",") if n.strip()] if args.stages else MODEL_FREE_CHECKS
     stages = [get_stage_class(n)() for n in names]
     run = run_stages(read_inputs([args.manifest], args.max_record_bytes), stages)
     out = Path(args.out)
@@ -115,12 +170,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     cls = get_stage_class(args.name)
     from pydantic import ValidationError
 
+    from pipeline.run.config import format_validation_error
+
     try:
         stage = cls(_parse_sets(args.set))
     except ValidationError as err:
-        from pipeline.run.ingest import describe_validation_error
-
-        raise CliError(f"stage {args.name}: {describe_validation_error(err)}") from None
+        problems = "; ".join(format_validation_error(err, cls.params_model).splitlines())
+        raise CliError(f"stage {args.name}: --set {problems}") from None
+    require_input_manifest(args.input, "--input")  # a manifest, or rows.parquet of an earlier stage
     run = run_stages(_load_rows(args.input, args.max_record_bytes), [stage])
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +193,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run.config import load_config
 
     cfg = load_config(args.config)
+    actor_stages = [s.name for s in cfg.stages if s.effective_resources().actors]
+    if actor_stages and not args.local:
+        print(f"xmodal run: note: Ray logs an error-level core_worker.cc line for the actor-pool stages "
+              f"({', '.join(actor_stages)}): their actors' constructor arguments are in the object store, "
+              "which Ray cannot restart an actor from if that object is lost (ray-project/ray#53727); "
+              "expected, and nothing to act on", file=sys.stderr)
     result = run_config(cfg, local=args.local)
     counts = result.manifest["counts"]
     print(f"release: {result.uri}")
@@ -147,7 +210,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_lint(args: argparse.Namespace) -> int:
     from pipeline.release.lint import lint_path
+    from pipeline.run.inputs import is_release_manifest
 
+    if is_release_manifest(args.path):
+        raise CliError(f"{args.path} is a release's manifest.json, not a shard; lint the release "
+                       f"directory: xmodal lint {Path(args.path).parent}")
+    local_file = not args.path.startswith("s3://") and Path(args.path).is_file()
+    if local_file and not args.path.endswith((".parquet", ".jsonl")):
+        raise CliError(f"{args.path}: expected a .parquet or .jsonl shard, a release directory or an s3:// prefix")
     vocab = {"image": args.image_vocab, "audio": args.audio_vocab, "video": args.video_vocab}
     shards, findings = lint_path(args.path, vocab)
     for finding in findings:
@@ -159,7 +229,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="xmodal",
         description=(
             "Build cross-modal training data: bind images, audio, video and text, check the bindings, release shards."
@@ -191,22 +261,27 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_sample,
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--n", type=int, default=200, help="number of records (default 200)")
-    p.add_argument("--faults", type=float, default=0.1, help="fraction of records with an injected fault (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--n", type=at_least(1), default=200, help="number of records (default 200)")
+    p.add_argument("--faults", type=fraction, default=0.1,
+                   help="fraction of records with an injected fault, 0 to 1 (default 0.1)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
+    p.add_argument("--media-pool", type=at_least(1), default=None, metavar="K",
+                   help="bulk world for scale runs: N records reusing the media of a K-record world")
 
     p = add("check", "run every check that needs no model, in-process; write DIR/results.parquet", cmd_check)
     p.add_argument("manifest", help="JSONL or Parquet manifest, path or s3:// URI")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--stages", help="comma-separated subset of checks (default: all model-free checks)")
-    p.add_argument("--max-record-bytes", type=int, default=4 << 20, help="longer records are rejected (default 4 MiB)")
+    p.add_argument("--max-record-bytes", type=at_least(1), default=4 << 20,
+                   help="longer records are rejected (default 4 MiB)")
 
     p = add("stage", "run one stage locally on a manifest or on rows from an earlier stage", cmd_stage)
     p.add_argument("name", help="stage name (see xmodal stages)")
     p.add_argument("--input", required=True, help="manifest, or DIR/rows.parquet of an earlier xmodal stage")
     p.add_argument("--output", required=True, help="output directory (rows.parquet)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="stage parameter (repeatable)")
-    p.add_argument("--max-record-bytes", type=int, default=4 << 20)
+    p.add_argument("--max-record-bytes", type=at_least(1), default=4 << 20,
+                   help="longer records are rejected (default 4 MiB)")
 
     p = add("run", "run the configured stage list on Ray and publish a release", cmd_run)
     p.add_argument("config", help="YAML config")
@@ -215,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("lint", "lint released Parquet/JSONL shards (exit 1 on any violation)", cmd_lint)
     p.add_argument("path", help="a shard, a release directory, or an s3:// prefix")
     for m in ("image", "audio", "video"):
-        p.add_argument(f"--{m}-vocab", type=int, default=8192, help=f"{m} token vocabulary size (default 8192)")
+        p.add_argument(f"--{m}-vocab", type=at_least(1), default=8192, help=f"{m} token vocabulary size (default 8192)")
 
     import importlib
 
@@ -227,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a one-line argument error (2)
+        return stop.code if isinstance(stop.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -241,8 +319,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xmodal {args.command}: error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
-        print(f"xmodal {args.command}: error: not found: {err}", file=sys.stderr)
+        print(f"xmodal {args.command}: error: not found: {_one_line(err)}", file=sys.stderr)
         return 2
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        print(f"xmodal {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:  # a command that stops with a message (not an exit code)
+        if isinstance(stop.code, str):
+            print(f"xmodal {args.command}: error: {_one_line(stop.code)}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _one_line(err: object) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

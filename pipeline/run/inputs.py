@@ -51,13 +51,13 @@ def manifest_problem(uri: str) -> str | None:
     """Why ``uri`` cannot be an input manifest (one sentence naming it and what was expected),
     or ``None`` when it may be one."""
     path = _local_path(uri)
-    if path is None or uri.endswith(".parquet"):
+    if path is None:
         return None
     if path.is_dir():
         inside = [n for n in ("manifest.jsonl", "manifest.parquet", "rows.parquet") if (path / n).is_file()]
         hint = f" (did you mean {str(path / inside[0])!r}?)" if inside else ""
         return f"{uri} is a directory; {EXPECTED}{hint}"
-    if not path.is_file():
+    if uri.endswith(".parquet") or not path.is_file():
         return None
     if is_release_manifest(uri):
         return (f"{uri} is the manifest.json of a release, not an input manifest; {EXPECTED}; "
