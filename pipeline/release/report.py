@@ -1,5 +1,6 @@
 """``report/index.html``: one self-contained page (no external asset, no script; plots inlined as
-base64 PNG) with the release's gates, counts, metrics, plots and example rejected rows.
+base64 PNG) with the release's gates, counts, metrics, plots and example rejected rows (an object
+example with its image as a thumbnail, every box drawn in its colour and labelled).
 
 Sections whose inputs are absent say so (``ReleaseMetrics.skipped``) instead of disappearing.
 Links point inside the page (``#reject-<id>``) or to the release's own files (``../rejects/...``),
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 from pipeline.metrics.release import ReleaseMetrics
 from pipeline.release import plots
 from pipeline.release.summary import summarise
+from pipeline.release.thumbnails import boxed_thumbnail_png
 from schemas.records import STATUS_OK
 
 _STYLE = """
@@ -271,15 +273,17 @@ def _examples_section(examples: pa.Table, shard_of: Mapping[str, str]) -> str:
     for r in examples.to_pylist():
         shard = shard_of.get(r["id"])
         link = f"<a class='wrap' href='../{_e(shard)}'>{_e(shard)}</a>" if shard else "-"
+        thumb = boxed_thumbnail_png(r, size=160) if r.get("kind") == "object" else None
         rows.append([f"<a id='reject-{_e(r['id'])}'></a>{_e(r['reject_code'])}",
                      f"<a href='#row-{_e(r['id'])}'>{_e(r['id'])}</a>", _e(r["kind"]), _e(r["reject_stage"]),
                      f"<span class='wrap'>{_e(r['reject_detail'] or '-')}</span>",
-                     f"<span class='wrap'>{_e(r.get('source_ref') or '-')}</span>", link])
+                     f"<span class='wrap'>{_e(r.get('source_ref') or '-')}</span>", link,
+                     _img(thumb, f"boxes of {r['id']}") if thumb else "-"])
         fields = {k: v for k, v in r.items() if k in ("content", "captions", "media", "boxes", "subtitles", "items")}
         body = json.dumps(fields, ensure_ascii=False, indent=1, default=str)[:4000]
         bodies.append(f"<details id='row-{_e(r['id'])}'><summary>{_e(r['id'])}</summary>"
                       f"<pre>{_e(body)}</pre></details>")
-    out += _table(["code", "id", "kind", "stage", "detail", "source", "file"], rows, raw=True)
+    out += _table(["code", "id", "kind", "stage", "detail", "source", "file", "image, boxes drawn"], rows, raw=True)
     return out + ("<h3>The example rows</h3>" + "".join(bodies) if bodies else "")
 
 
