@@ -150,4 +150,7 @@ def release_source(cfg: RunConfig, source: RowSource, fingerprints: list[InputFi
     )
     # A version that now passes its gates no longer has a failed report beside it.
     remove_tree(failed_report_uri(rel.output, cfg.dataset, cfg.version))
+    result.seconds = {**gathered.seconds, "release": time.perf_counter() - t0}
+    log.info("release step: %.1fs (%s)", result.seconds["release"],
+             ", ".join(f"{k} {v:.1f}s" for k, v in gathered.seconds.items()))
     return result

@@ -58,6 +58,7 @@ class ReleaseResult:
     manifest: dict[str, Any]
     shards: list[ShardInfo] = field(default_factory=list)
     publish: dict[str, Any] | None = None  # upload statistics of an S3 release
+    seconds: dict[str, float] = field(default_factory=dict)  # the release step's parts (build.py)
 
 
 def reconcile(table: pa.Table, input_records: int) -> dict[str, Any]:

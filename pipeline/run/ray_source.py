@@ -61,9 +61,14 @@ class RaySource:
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
     def duplicate_candidates(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        import ray
+
         ds = self._read(columns).map_batches(_named("release_ok_ids", _keep_ok), batch_format="pyarrow",
                                              batch_size=None, num_cpus=NUM_CPUS)
-        grouped = ds.groupby("id").map_groups(_repeated, batch_format="pyarrow", num_cpus=NUM_CPUS)
+        # a few partitions per CPU: Ray's default (200) costs ~30 s of fixed overhead on 2 cores
+        partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        grouped = ds.groupby("id", num_partitions=partitions).map_groups(_repeated, batch_format="pyarrow",
+                                                                         num_cpus=NUM_CPUS)
         for batch in grouped.iter_batches(batch_format="pyarrow", batch_size=None):
             if batch.num_rows:
                 yield batch

@@ -2,7 +2,7 @@
 
 ``generate_bulk_world(out, n=1_000_000, media_pool=200)`` renders a normal sample world of
 ``media_pool`` records (media, faults and all), then writes ``n`` records: copy ``c`` of base
-record ``r`` is record ``r`` with the id ``<r's id>~<c>`` (copy 0 keeps the base id), pointing at
+record ``r`` is record ``r`` with the id ``<r's id>_<c>`` (copy 0 keeps the base id), pointing at
 the same media files. Injected faults are copied with their records, so about ``fault_rate`` of
 the N records are faulty, each listed in ``faults.tsv`` with its expected code. Only text is
 written per record (the id replaced in the base line), so a million records take seconds.
@@ -17,7 +17,7 @@ from pipeline.world import FAULTS_NAME, MANIFEST_NAME, SUMMARY_NAME, WorldSummar
 
 
 def copy_id(base_id: str, copy: int) -> str:
-    return base_id if copy == 0 else f"{base_id}~{copy}"
+    return base_id if copy == 0 else f"{base_id}_{copy}"
 
 
 def generate_bulk_world(out_dir: Path, n: int, media_pool: int, fault_rate: float = 0.1,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from pipeline.world.bulk import generate_bulk_world
 
 
@@ -29,4 +31,14 @@ def test_bulk_world_reuses_the_pool_media_and_lists_every_copied_fault(tmp_path:
     listed = {r.split("\t")[0] for r in rows}
     broken = len(lines) - len(parsed)
     assert len(listed & set(ids)) == len(listed) - broken  # every listed fault is a record of the world
-    assert any("~" in i for i in listed)  # faults of the copies are listed under the copies' ids
+    assert any(i.rsplit("_", 1)[-1].isdigit() for i in listed)  # faults of the copies are listed under the copies' ids
+
+
+def test_bulk_world_copies_are_valid_records(tmp_path: Path) -> None:
+    from pipeline.run.ingest import read_manifest
+
+    summary = generate_bulk_world(tmp_path / "w", n=200, media_pool=30, fault_rate=0.2, seed=1)
+    table = read_manifest(str(tmp_path / "w" / "manifest.jsonl"))
+    schema_rejects = table.filter(pc.equal(table["reject_code"], "ERR_CROSS_MDL_SCHEMA")).num_rows
+    assert table.num_rows == 200
+    assert schema_rejects == summary.faults_by_code.get("ERR_CROSS_MDL_SCHEMA", 0)
