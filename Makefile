@@ -25,11 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt --no-deps clip-benchmark
 	touch $(STAMP)
 
-# The report test opens report/index.html in headless Chromium (Debian package). Installed when
-# missing and we are root (CI, fresh machines); otherwise that one test skips and says why.
+# The report test opens report/index.html in headless Chromium, the review page tests drive it
+# through chromium-driver and selenium (Debian packages; no browser download). Installed when
+# missing and we are root (CI, fresh machines); otherwise those tests skip and say why.
 browser:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
-		|| echo "chromium not installed: the report browser test will skip"; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { [ "$$(id -u)" = 0 ] \
+		&& (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "chromium / chromium-driver not installed: the report and review browser tests will skip"; }
 	@command -v systemd-analyze >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq systemd >/dev/null \
 		|| echo "systemd-analyze not installed: the unit-file test will skip"; }
 
