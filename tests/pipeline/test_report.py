@@ -92,8 +92,10 @@ def test_every_metric_has_its_section_and_plot(report: tuple[str, dict]) -> None
                     "Example rejected rows"):
         assert f">{heading}</h2>" in page
     alts = re.findall(r"<img alt='([^']+)'", page)
-    assert alts == ["rejects by code", "similarity matrix", "similarity", "Temporal continuity (segments)",
-                    "negative difficulty", "throughput"]
+    # rejected input records and dropped derived rows (negative candidates) are charted apart
+    assert alts == ["rejected input records by reason code", "dropped derived rows by reason code",
+                    "similarity matrix", "similarity", "Temporal continuity (segments)", "negative difficulty",
+                    "throughput"]
     assert "Not measured" not in page
     assert "class='fail'>FAIL</span>" in page  # r_at_1_min 0.99 cannot pass
     assert "red circle vs blue circle" in page  # obj-03's captions disagree on the colour
@@ -143,4 +145,4 @@ def test_report_opens_offline_in_headless_chromium(report: tuple[str, dict], tmp
     widths = re.search(r'data-widths="([^"]*)"', dom)
     assert widths, "the load event did not run"
     decoded = [int(w) for w in widths.group(1).split(",")]
-    assert len(decoded) == 6 and all(w > 100 for w in decoded)
+    assert len(decoded) == 7 and all(w > 100 for w in decoded)
