@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import os
 import posixpath
 import stat
@@ -152,16 +153,14 @@ def open_media(uri: str, max_bytes: int) -> Iterator[MediaFile]:
             if err.errno == errno.ELOOP:  # the last component is a symbolic link
                 raise MediaPathError("is a symbolic link (changed after it was resolved)") from None
             raise
-        handle = os.fdopen(fd, "rb")
-        try:
-            info = os.fstat(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            os.close(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise MediaPathError("is not a regular file")
-            if info.st_size > max_bytes:
-                raise ValueError(f"is {info.st_size} bytes, over the limit of {max_bytes}")
+            raise ValueError(f"is {info.st_size} bytes, over the limit of {max_bytes}")
+        with os.fdopen(fd, "rb") as handle:
             yield MediaFile(handle, info.st_size, path)
-        finally:
-            handle.close()
         return
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -171,8 +170,9 @@ def open_media(uri: str, max_bytes: int) -> Iterator[MediaFile]:
     size = int(info.size or 0)
     if size > max_bytes:
         raise ValueError(f"is {size} bytes, over the limit of {max_bytes}")
-    with fs.open_input_file(path) as stream:
-        yield MediaFile(stream, size, None)
+    with fs.open_input_file(path) as raw:
+        # Buffered: each refill is one ranged GET of CHUNK_BYTES, not one per header read.
+        yield MediaFile(io.BufferedReader(raw, buffer_size=CHUNK_BYTES), size, None)
 
 
 @contextmanager

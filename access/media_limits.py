@@ -14,6 +14,7 @@ Imports neither ``pipeline`` nor Ray.
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class MediaLimitError(ValueError):
@@ -60,6 +63,11 @@ def image_header(stream: BinaryIO, limits: MediaLimits) -> Any:
     """A lazily opened Pillow image (header read, no pixels yet) within the pixel limit."""
     from PIL import Image, UnidentifiedImageError
 
+    head = stream.read(24)
+    stream.seek(0)
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":  # its size, before Pillow's own stop
+        width, height = struct.unpack(">II", head[16:24])
+        _check_pixels("image", width, height, limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
