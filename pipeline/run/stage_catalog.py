@@ -12,8 +12,8 @@ row on which the stage itself fails), with their meanings from ``schemas.reason_
 from __future__ import annotations
 
 import argparse
-import ast
 import enum
+import functools
 import importlib
 import inspect
 import json
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 _CODE_REF = re.compile(r"\bReasonCode\.([A-Z_]+)\b")
+# Imports of stage modules, top-level or inside a function (a lazy import is a dependency too).
+_STAGE_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(stages\.[\w.]+)[ \t]+import\b|import[ \t]+(stages\.[\w.]+))", re.M)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,19 @@ def summary_of(stage_cls: Any) -> str:
 _SHARED_MODULES = {"stages.base", "stages.registry"}
 
 
+@functools.cache
+def _module_facts(name: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The ``stages.*`` modules that module ``name`` imports, and the reason codes it names
+    (``ReasonCode.X``) apart from an ``error_code = ReasonCode.X`` class attribute."""
+    from schemas.reason_codes import ReasonCode
+
+    source = inspect.getsource(importlib.import_module(name))
+    imports = [a or b for a, b in _STAGE_IMPORT.findall(source)]
+    source = re.sub(r"error_code\b[^=\n]*=\s*ReasonCode\.[A-Z_]+", "", source)
+    codes = frozenset(str(ReasonCode[m]) for m in _CODE_REF.findall(source) if m in ReasonCode.__members__)
+    return tuple(imports), codes
+
+
 def stage_modules(module_name: str) -> list[str]:
     """``module_name`` and the ``stages.*`` helper modules it imports, transitively (where a
     stage's verdicts may live): not the shared base and registry, and not another stage's
@@ -116,18 +131,14 @@ def stage_modules(module_name: str) -> list[str]:
     from stages.registry import STAGE_CLASSES
 
     other_stages = {t.split(":")[0] for t in STAGE_CLASSES.values()} - {module_name}
-    seen, todo = [], [module_name]
+    seen: list[str] = []
+    todo = [module_name]
     while todo:
         name = todo.pop()
         if name in seen or name in _SHARED_MODULES or name in other_stages:
             continue
         seen.append(name)
-        tree = ast.parse(inspect.getsource(importlib.import_module(name)))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):
-                todo.append(node.module)
-            elif isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.startswith("stages.")]
+        todo += _module_facts(name)[0]
     return seen
 
 
@@ -135,14 +146,7 @@ def codes_of(stage_cls: Any) -> list[str]:
     """The reason codes a stage's verdicts give: those its module and the stage helpers it
     imports name (``ReasonCode.X``), apart from its ``error_code`` when only the failure guard
     uses it."""
-    from schemas.reason_codes import ReasonCode
-
-    found: set[str] = set()
-    for name in stage_modules(stage_cls.__module__):
-        source = inspect.getsource(importlib.import_module(name))
-        source = re.sub(r"error_code\b[^=\n]*=\s*ReasonCode\.[A-Z_]+", "", source)  # the class attribute
-        found |= {str(ReasonCode[m]) for m in _CODE_REF.findall(source) if m in ReasonCode.__members__}
-    return sorted(found)
+    return sorted(set().union(*(_module_facts(m)[1] for m in stage_modules(stage_cls.__module__))))
 
 
 def resources_text(stage_cls: Any) -> str:
