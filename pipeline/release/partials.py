@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.metrics.accumulate import MetricsAccumulator
+from pipeline.release import summary
 from pipeline.release.rows import resolve_media
 from pipeline.run.config import MetricsConfig
 from schemas.placeholders import PlaceholderLinter
@@ -50,6 +51,7 @@ class ReleasePartial:
     media_first: list[str] = field(default_factory=list)
     examples: pa.Table | None = None
     metrics: MetricsAccumulator | None = None
+    by_origin: dict[str, Any] = field(default_factory=dict)  # summary.tally: input vs derived rows
 
     # ---- one block ----------------------------------------------------------------------------
     @classmethod
@@ -75,6 +77,7 @@ class ReleasePartial:
                                                                     rej["reject_code"].to_pylist(), strict=True))
         rej_roots = roots.filter(pc.invert(pc.fill_null(pc.equal(roots["status"], STATUS_OK), False)))
         out.rejected_roots_by_kind.update(k or "unknown" for k in rej_roots["kind"].to_pylist())
+        out.by_origin = summary.tally(table.select([c for c in summary.TALLY_COLUMNS if c in table.schema.names]))
         derived_rej = narrow.filter(pc.and_(pc.invert(ok), pc.invert(root)))
         out.derived_rejected_by_code.update(derived_rej["reject_code"].to_pylist())
         if lint:
@@ -103,6 +106,7 @@ class ReleasePartial:
         for name in ("kept_by_kind", "rejected_roots_by_kind", "rejected_by_code", "rejected_by_stage_code",
                      "derived_rejected_by_code"):
             getattr(self, name).update(getattr(other, name))
+        self.by_origin = summary.merge_tallies(self.by_origin, other.by_origin)
         self.lint_first = sorted(self.lint_first + other.lint_first)[:FIRST_PROBLEMS]
         self.media_first = sorted(self.media_first + other.media_first)[:FIRST_PROBLEMS]
         if other.examples is not None:
@@ -139,6 +143,7 @@ class ReleasePartial:
             "rejected_by_code": dict(sorted(self.rejected_by_code.items())),
             "rejected_by_stage_code": dict(sorted(self.rejected_by_stage_code.items())),
             "derived_rejected_by_code": dict(sorted(self.derived_rejected_by_code.items())),
+            "by_origin": self.by_origin,
         }
 
 
