@@ -42,6 +42,7 @@ COMMAND_MODULES: list[str] = [
     "pipeline.demo_models.clip_train",
     "pipeline.run.stage_catalog",
     "pipeline.review.cli",
+    "pipeline.interchange.commands",
 ]
 
 CliError = UserError
