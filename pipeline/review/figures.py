@@ -66,13 +66,15 @@ def boxed_figure(copied: Copied, size: tuple[int, int] | None, boxes: Sequence[S
         x1, x2, y1, y2 = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)
         colour = box_colour(i)
         label = labels[i] if i < len(labels) else f"box {i}"
+        lw = round(6.3 * len(label)) + 8  # about the width of 11 px sans-serif
+        lx = max(0.0, min(x1 * s, dw - lw))  # kept inside the frame
         ly = max(0.0, y1 * s - 16)
         shapes.append(
             f"<g class='box' data-box='{i}' data-xyxy='{x1:g},{y1:g},{x2:g},{y2:g}' data-colour='{colour}'>"
             f"<rect x='{x1 * s:.1f}' y='{y1 * s:.1f}' width='{(x2 - x1) * s:.1f}' height='{(y2 - y1) * s:.1f}' "
             f"fill='none' stroke='{colour}' stroke-width='3' shape-rendering='crispEdges'{dash}/>"
-            f"<rect x='{x1 * s:.1f}' y='{ly:.1f}' width='{7 * len(label) + 8}' height='15' fill='{colour}'/>"
-            f"<text x='{x1 * s + 4:.1f}' y='{ly + 11.5:.1f}' fill='#fff' font-size='11'>{e(label)}</text></g>")
+            f"<rect x='{lx:.1f}' y='{ly:.1f}' width='{lw}' height='15' fill='{colour}'/>"
+            f"<text x='{lx + 4:.1f}' y='{ly + 11.5:.1f}' fill='#fff' font-size='11'>{e(label)}</text></g>")
     return (f"<figure><div class='frame' style='width:{dw}px;height:{dh}px' data-scale='{s:g}' "
             f"data-size='{w},{h}'><img src='{e(copied.rel)}' width='{dw}' height='{dh}' alt='{e(caption)}'>"
             f"<svg width='{dw}' height='{dh}'>{''.join(shapes)}</svg></div>"
@@ -86,14 +88,15 @@ def _box_mark(i: int, text: str) -> str:
 
 
 def content_html(content: str | None, labels: Sequence[str]) -> str:
-    """``content`` with media spans as chips and each ``<box>`` word in its box's colour: the
-    k-th tag goes to the first unused box with the same label, else to the k-th box."""
+    """``content`` with media spans as chips and each ``<box>`` word in its box's colour (the
+    k-th tag goes to the first unused box with the same label, else to the k-th box); label
+    mentions outside the tags are coloured as in the captions."""
     if not content:
         return "<span class='note'>(no content)</span>"
     used: set[int] = set()
     out, pos, order = [], 0, 0
     for m in _MARKUP_RE.finditer(content):
-        out.append(e(content[pos:m.start()]))
+        out.append(mentions_html(content[pos:m.start()], labels))
         pos = m.end()
         if m.group(0).startswith("<box>"):
             word = BOX_TAG_RE.fullmatch(m.group(0))
@@ -107,7 +110,7 @@ def content_html(content: str | None, labels: Sequence[str]) -> str:
             out.append(f"<span class='chip' title='{e(m.group(0))}'>[{e(m.group(1))}]</span>")
         else:
             out.append(f"<span class='chip token'>{e(m.group(0))}</span>")
-    out.append(e(content[pos:]))
+    out.append(mentions_html(content[pos:], labels))
     return "".join(out)
 
 

@@ -60,14 +60,19 @@ def chromium(profile: Path, downloads: Path | None = None, width: int = 1280, he
         driver.quit()
 
 
-def screenshot_page(page_dir: Path, out_png: Path, cards: int = 2) -> None:
-    """A screenshot of the page's bar and its first ``cards`` object cards."""
-    with tempfile.TemporaryDirectory() as profile, chromium(Path(profile), width=1100, height=1400) as driver:
+SHOWCASE = ("section.sample[data-check='ERR_CROSS_MDL_OBJ_FLIP']", "section.sample[data-stratum='flipped']",
+            "section.sample[data-kind='object']")
+
+
+def screenshot_page(page_dir: Path, out_png: Path) -> None:
+    """A screenshot of the page's bar over its first mirrored-caption reject (else a flipped
+    augmentation, else any object card), with one verdict given."""
+    with tempfile.TemporaryDirectory() as profile, chromium(Path(profile), width=1100, height=1000) as driver:
         driver.get((page_dir / "index.html").as_uri())
-        driver.find_element("id", "reviewer").send_keys("reviewer")
-        first = driver.find_elements("css selector", "section.sample[data-kind='object']")
-        if first:
-            driver.execute_script("arguments[0].scrollIntoView({block: 'start'}); window.scrollBy(0, -60);", first[0])
+        driver.find_element("id", "reviewer").send_keys("ana")
+        card = next(found[0] for sel in SHOWCASE if (found := driver.find_elements("css selector", sel)))
+        card.find_element("css selector", "button.agree").click()
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'}); window.scrollBy(0, -90);", card)
         driver.save_screenshot(str(out_png))
 
 

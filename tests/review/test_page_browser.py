@@ -22,7 +22,7 @@ from pipeline.review.release_rows import Release
 from pipeline.review.sample import Sample
 from pipeline.review.serve import make_server
 from pipeline.review.verdicts import read_verdicts
-from tests.review.browser import chromium, missing_browser
+from tests.review.browser import chromium, missing_browser, screenshot_page
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))
 
@@ -198,3 +198,11 @@ def test_the_served_page_posts_each_verdict(driver: Any, review_page: Path, tmp_
     lines = [json.loads(x) for x in (page / "verdicts.jsonl").read_text().splitlines()]
     assert [(x["key"], x["verdict"], x["reviewer"]) for x in lines] == [(first, "agree", "bob"),
                                                                        (second, "disagree", "bob")]
+
+
+def test_the_readme_screenshot_is_made_by_this_code(review_page: Path, tmp_path: Path) -> None:
+    """docs/review-page.png is ``python -m tests.review.browser out/releases/sample-world/demo
+    docs/review-page.png`` after ``make demo``."""
+    screenshot_page(review_page, tmp_path / "shot.png")
+    shot = cv2.imread(str(tmp_path / "shot.png"))
+    assert shot is not None and shot.shape[1] == 1100 and shot.shape[0] > 500
