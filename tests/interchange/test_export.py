@@ -59,6 +59,9 @@ def build_release(tmp_path: Path) -> Path:
     emb_type = pa.list_(pa.list_(pa.float16()))
     table = table.append_column("clip_image_emb", pa.array(image_emb, emb_type))
     table = table.append_column("clip_text_emb", pa.array(text_emb, emb_type))
+    gaps = {"obj-0": [0.1, None], "obj-1": [None]}  # lists holding nulls, as clip_score writes them
+    table = table.append_column("clip_counterfactual_gaps", pa.array([gaps.get(i) for i in table["id"].to_pylist()],
+                                                                     pa.list_(pa.float32())))
     table = table.append_column("clip_score", pa.array([0.3 if k == "object" else None
                                                         for k in table["kind"].to_pylist()], pa.float32()))
     write_release(table, root=str(tmp_path / "rel"), dataset="ds", version="v1",
@@ -148,7 +151,7 @@ def test_hf_export_opens_in_datasets_duckdb_polars_pandas(release: Path, tmp_pat
     assert sorted(rejects["id"]) == ["bad-media", "broken"] and set(rejects["release_part"]) == {"rejects"}
     assert "config_name: object" in card and "| `clip_image_emb` |" in card
 
-    emb = objects.with_format("numpy")[:]["clip_image_emb"]
+    emb = objects.select_columns(["clip_image_emb"]).with_format("numpy")[:]["clip_image_emb"]
     assert emb.shape == (3, DIM)  # fixed-size: one (n, d) array, no collate needed
     arrow = pq.read_table(copied / "data" / "object-00000.parquet")["clip_image_emb"].combine_chunks()
     assert arrow.flatten().to_numpy().reshape(len(arrow), arrow.type.list_size).dtype == np.float16
