@@ -39,7 +39,7 @@ import pyarrow.fs as pafs
 from access.io import filesystem_for, write_bytes
 from pipeline.run.blocks import ParseBlocks, plan_blocks
 from pipeline.run.config import RunConfig, StageSpec
-from pipeline.run.ray_stages import ActorStage, TaskStage, named, start_stats, timings_from
+from pipeline.run.ray_stages import ActorStage, TaskStage, named, read_stats, start_stats, timings_from
 from stages.base import Resources
 
 log = logging.getLogger(__name__)
@@ -300,7 +300,9 @@ def run_stages_on_ray(
     order = [s.name for s in specs]
 
     def progress() -> str:
-        snap = ray.get(actor.snapshot.remote())
+        snap = read_stats(actor)
+        if snap is None:
+            return "unavailable"
         return ", ".join(f"{n} {int(snap[n][2])}/{int(snap[n][1])}" for n in order if n in snap)
 
     try:
@@ -312,9 +314,15 @@ def run_stages_on_ray(
         else:
             last = run_checkpointed(cfg, root, specs, stats_name)
             _copy_dir(last.data_uri, staging_uri)
-        timings = timings_from(ray.get(actor.snapshot.remote()), order)
+        snap = read_stats(actor)
+        if snap is None:
+            log.warning("per-stage statistics were lost (their actor died); the rows are all staged")
+        timings = timings_from(snap, order) if snap is not None else []
     finally:
-        ray.kill(actor)
+        try:
+            ray.kill(actor)
+        except ray.exceptions.RayError:
+            pass
     for t in timings:
         log.info("stage %s: %d rows in, %d out, %.1f s in the stage", t["stage"], t["rows_in"], t["rows_out"],
                  t["seconds"])

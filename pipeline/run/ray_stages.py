@@ -44,10 +44,24 @@ class StageStats:
 def start_stats(run_id: str) -> tuple[Any, str]:
     """The stats actor of one run (named, so that every worker finds it) and its name."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     name = f"xmodal-stage-stats-{run_id}"
-    actor = ray.remote(num_cpus=0)(StageStats).options(name=name).remote()
+    # On the driver's node: a worker node lost mid-run must not take the statistics with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    actor = ray.remote(num_cpus=0)(StageStats).options(name=name, scheduling_strategy=here,
+                                                       max_restarts=-1).remote()
     return actor, name
+
+
+def read_stats(actor: Any) -> dict[str, list[float]] | None:
+    """The actor's totals, or None when it is gone (statistics are lost, never the run)."""
+    import ray
+
+    try:
+        return dict(ray.get(actor.snapshot.remote(), timeout=60))
+    except (ray.exceptions.RayError, TimeoutError):
+        return None
 
 
 class _Reporting:
