@@ -131,7 +131,10 @@ def register_cli(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("review", "human sampling review: sample a release as a review page, serve it, merge the verdicts",
             cmd_review, EXAMPLE)
     p.description = f"{p.description}\n\n{FORMS}"
-    p.add_argument("words", nargs="+", metavar="RELEASE | serve DIR | merge VERDICTS... RELEASE")
+    p.usage = ("xmodal review RELEASE --out DIR [sampling options]\n"
+               "       xmodal review serve DIR [--port P]\n"
+               "       xmodal review merge VERDICTS.jsonl [MORE.jsonl ...] RELEASE [merging options]")
+    p.add_argument("words", nargs="+", metavar="WORD", help="RELEASE, or serve DIR, or merge VERDICTS... RELEASE")
     g = p.add_argument_group("sampling (xmodal review RELEASE)")
     g.add_argument("--out", help="directory for index.html, sample.json and media/")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0): same seed, same sample")

@@ -109,6 +109,17 @@ def _table(rows: Sequence[RowReview]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=REVIEW_SCHEMA)
 
 
+def _put(uri: str, data: bytes) -> None:
+    """One small object; on S3 one PUT through boto3 with retries, as the release writes them."""
+    if not uri.startswith("s3://"):
+        write_bytes(uri, data)
+        return
+    from pipeline.release.publish import Publisher, UploadSettings, s3_client, split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
+    Publisher(s3_client(), bucket, UploadSettings()).put(key, data)
+
+
 def _parquet(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
@@ -143,11 +154,11 @@ def merge_verdicts(release: Release, new: Sequence[tuple[str, Verdict]], gates: 
     except FileNotFoundError:
         report = None
     title = f"{release.dataset} {release.version}: human review"
-    write_bytes(f"{uri}/verdicts.jsonl", jsonl(sorted(unique, key=lambda v: v.sort_time())).encode())
-    write_bytes(f"{uri}/review.parquet", _parquet(_table(rows)))
-    write_bytes(f"{uri}/report.html", with_section(report, review_section(figures, results, rows), title,
+    _put(f"{uri}/verdicts.jsonl", jsonl(sorted(unique, key=lambda v: v.sort_time())).encode())
+    _put(f"{uri}/review.parquet", _parquet(_table(rows)))
+    _put(f"{uri}/report.html", with_section(report, review_section(figures, results, rows), title,
                                                    release.version).encode())
-    write_bytes(f"{uri}/agreement.json", (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
+    _put(f"{uri}/agreement.json", (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
     failed = [g for g in results if not g.passed]
     if failed:
         raise ReviewGateError(f"{len(failed)} of {len(results)} review gate(s) failed: "
