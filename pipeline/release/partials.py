@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.metrics.accumulate import MetricsAccumulator
 from pipeline.release import summary
+from pipeline.release.kind_schemas import NonNullCounts
 from pipeline.release.rows import resolve_media
 from pipeline.run.config import MetricsConfig
 from schemas.placeholders import PlaceholderLinter
@@ -52,6 +53,8 @@ class ReleasePartial:
     examples: pa.Table | None = None
     metrics: MetricsAccumulator | None = None
     by_origin: dict[str, Any] = field(default_factory=dict)  # summary.tally: input vs derived rows
+    non_null: NonNullCounts = field(default_factory=NonNullCounts)  # kept rows: which columns each kind uses
+    licenses: set[str] = field(default_factory=set)
 
     # ---- one block ----------------------------------------------------------------------------
     @classmethod
@@ -80,8 +83,12 @@ class ReleasePartial:
         out.by_origin = summary.tally(table.select([c for c in summary.TALLY_COLUMNS if c in table.schema.names]))
         derived_rej = narrow.filter(pc.and_(pc.invert(ok), pc.invert(root)))
         out.derived_rejected_by_code.update(derived_rej["reject_code"].to_pylist())
+        kept_rows = table.filter(ok)
+        out.non_null.add(kept_rows)
+        if "license" in table.schema.names:
+            out.licenses.update(v for v in kept_rows["license"].to_pylist() if v)
         if lint:
-            out._lint(table.filter(ok), vocab)
+            out._lint(kept_rows, vocab)
         out.examples = pick_examples(table, per_code)
         if out.metrics is not None:
             out.metrics.add(table)
@@ -107,6 +114,8 @@ class ReleasePartial:
                      "derived_rejected_by_code"):
             getattr(self, name).update(getattr(other, name))
         self.by_origin = summary.merge_tallies(self.by_origin, other.by_origin)
+        self.non_null.merge(other.non_null)
+        self.licenses |= other.licenses
         self.lint_first = sorted(self.lint_first + other.lint_first)[:FIRST_PROBLEMS]
         self.media_first = sorted(self.media_first + other.media_first)[:FIRST_PROBLEMS]
         if other.examples is not None:

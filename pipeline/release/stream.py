@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.release.card import describe_schema
+from pipeline.release.kind_schemas import MARKER, NonNullCounts, kind_columns
 from pipeline.release.partials import ReleasePartial
 from pipeline.release.rows import DUPLICATE_COLUMNS, SORT_COLUMNS, duplicate_losers, prepare, written_columns
 from pipeline.release.shards import ShardInfo, encode_parquet, jsonl_chunks, shard_name
@@ -105,8 +107,11 @@ def shard_paths(group: str, index: int, jsonl: bool) -> tuple[str, list[tuple[st
 class ShardStreamWriter:
     """Shards from sorted, prepared batches; see the module docstring for the rollover rule."""
 
-    def __init__(self, put: Put, target_bytes: int, jsonl: bool, watch: Iterable[str] = ()) -> None:
+    def __init__(self, put: Put, target_bytes: int, jsonl: bool, watch: Iterable[str] = (),
+                 non_null: NonNullCounts | None = None) -> None:
         self.put, self.target, self.jsonl = put, max(1, target_bytes), jsonl
+        self.non_null = non_null
+        self.schemas: dict[str, pa.Schema] = {}  # card config -> the schema of its first shard
         self.group: str | None = None
         self.index = 0
         self.buffer: list[pa.Table] = []
@@ -149,7 +154,8 @@ class ShardStreamWriter:
             for rid in table["id"].to_pylist():
                 if rid in self.watch and rid not in self.found:
                     self.found[rid] = paths[0][0]
-        data = written_columns(self.group, table)
+        data = self._shard_rows(kind, table)
+        self.schemas.setdefault(card_name(self.group), data.schema)
         for path, fmt in paths:
             blob: bytes | Iterable[bytes] = encode_parquet(data) if fmt == "parquet" else jsonl_chunks(data)
             size, digest = self.put(path, blob)
@@ -157,14 +163,38 @@ class ShardStreamWriter:
         self.rows += data.num_rows
         self.index += 1
 
+    def _shard_rows(self, kind: str, table: pa.Table) -> pa.Table:
+        """The columns one shard of the current group stores, with its ``release_part`` marker
+        (``pipeline.release.kind_schemas``): a kind's own columns and the columns its kept rows
+        use; negative pairs their pair's columns; rejects every column."""
+        assert self.group is not None
+        data = written_columns(self.group, table)
+        if self.non_null is None:
+            return data
+        part = "data" if kind not in ("negatives", "rejects") else kind
+        if part == "data":
+            columns = kind_columns(kind, data.schema, self.non_null, part)
+        else:
+            columns = list(data.schema.names)
+        out = data.select(columns)
+        marker = pa.array([part] * out.num_rows, pa.string())
+        out = out.append_column(pa.field(MARKER, pa.string(), nullable=False), marker)
+        return out.cast(describe_schema(out.schema))
+
     def close(self) -> list[ShardInfo]:
         self.flush()
         return self.shards
 
 
+def card_name(group: str) -> str:
+    """The dataset card's config of a group: the kind, ``negatives`` or ``rejects``."""
+    family, _, rest = group.partition("/")
+    return rest if family == "data" else family
+
+
 def write_shards(source: RowSource, losers: Mapping[tuple[str, str], str], put: Put, *, target_bytes: int,
-                 jsonl: bool, watch: Iterable[str] = ()) -> ShardStreamWriter:
-    writer = ShardStreamWriter(put, target_bytes, jsonl, watch)
+                 jsonl: bool, watch: Iterable[str] = (), non_null: NonNullCounts | None = None) -> ShardStreamWriter:
+    writer = ShardStreamWriter(put, target_bytes, jsonl, watch, non_null)
     t0 = time.perf_counter()
     for batch in source.sorted_batches(_PrepareFn(losers), list(SORT_COLUMNS)):
         writer.add(batch)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "xmodal-release/1"
 REPORT_PATH = "report/index.html"
+CARD_PATH = "README.md"  # the dataset card: datasets.load_dataset(<release>, <kind>) reads its configs
 FAILED_DIR = "_failed"  # <root>/<dataset>/_failed/<version>/: report of a release that failed its gates
 
 
@@ -257,7 +258,12 @@ def write_release_stream(
     dest = _LocalDestination(root, dataset, version, overwrite)
     try:
         writer = write_shards(source, gathered.losers, dest.put, target_bytes=shard_target_bytes, jsonl=jsonl,
-                              watch=report_ids)
+                              watch=report_ids, non_null=partial.non_null)
+        card = _card(dataset, version, writer.schemas, partial.licenses, counts)
+        card_info = None
+        if card is not None:
+            size, digest = dest.put(CARD_PATH, card.encode())
+            card_info = {"path": CARD_PATH, "bytes": size, "sha256": digest}
         report = None
         if report_html is not None:
             html = report_html if isinstance(report_html, str) else report_html(writer.found)
@@ -279,6 +285,7 @@ def write_release_stream(
             "metrics": dict(metrics or {}),
             "gates": [dict(g) for g in gates],
             "report": report,
+            "card": card_info,
             "stage_timings": [_timing_json(t) for t in stage_timings],
             **dict(extra or {}),
         }
@@ -287,6 +294,27 @@ def write_release_stream(
         dest.abort()
         raise
     return ReleaseResult(dest.final_path, manifest, writer.shards)
+
+
+def _card(dataset: str, version: str, schemas: Mapping[str, pa.Schema], licenses: Iterable[str],
+          counts: Mapping[str, Any]) -> str | None:
+    """The release's ``README.md`` (a Hugging Face dataset card): one config per kind, then
+    ``negatives`` and ``rejects``, each with its files and features."""
+    from pipeline.release.card import CardConfig, card_markdown
+
+    def paths(name: str) -> list[str]:
+        if name == "negatives":
+            return ["negatives/pairs-*.parquet"]
+        if name == "rejects":
+            return ["rejects/*/*/part-*.parquet"]
+        return [f"data/{name}-*.parquet"]
+
+    order = sorted(n for n in schemas if n not in ("negatives", "rejects")) + [
+        n for n in ("negatives", "rejects") if n in schemas]
+    if not order:
+        return None
+    configs = [CardConfig(n, paths(n), schemas[n]) for n in order]
+    return card_markdown(dataset, version, configs, licenses=sorted(licenses), counts=counts)
 
 
 def _timing_json(t: Any) -> dict[str, Any]:
