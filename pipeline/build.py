@@ -117,7 +117,7 @@ def release_source(cfg: RunConfig, source: RowSource, fingerprints: list[InputFi
 
     def report(shard_of: Mapping[str, str]) -> str:
         return render_report(dataset=cfg.dataset, version=cfg.version, counts=counts, examples=examples,
-                             stage_timings=stage_timings, metrics=metrics, gates=results,
+                             stage_timings=list(timings), metrics=metrics, gates=results,
                              examples_per_code=cfg.metrics.examples_per_code, reject_shards=shard_of)
 
     gate_json = [r.to_json() for r in results]

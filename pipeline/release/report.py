@@ -256,14 +256,24 @@ def _negatives_section(metrics: ReleaseMetrics | None) -> str:
     return out + _skip(metrics, "false_negative_rate")
 
 
-def _throughput_section(stage_timings: Sequence[tuple[str, int, float]]) -> str:
+def _throughput_section(stage_timings: Sequence[Any]) -> str:
+    """``(stage, rows_in, seconds)`` tuples, or mappings that also give ``rows_out``."""
     out = "<h2 id='throughput'>Per-stage throughput</h2>"
     if not stage_timings:
         return out + "<p class='note'>No stage timing was recorded.</p>"
-    rates = [r / s if s > 0 else 0.0 for _, r, s in stage_timings]
-    out += _img(plots.bars_png([n for n, _, _ in stage_timings], rates, "throughput", "rows/s"), "throughput")
-    return out + _table(["stage", "rows in", "seconds", "rows/s"],
-                        [[n, r, f"{s:.2f}", f"{r / s:,.0f}" if s > 0 else "-"] for n, r, s in stage_timings])
+    rows = []
+    for t in stage_timings:
+        if isinstance(t, Mapping):
+            rows.append((t["stage"], int(t["rows_in"]), t.get("rows_out"), float(t["seconds"])))
+        else:
+            rows.append((t[0], int(t[1]), None, float(t[2])))
+    rates = [r / s if s > 0 else 0.0 for _, r, _, s in rows]
+    out += _img(plots.bars_png([n for n, _, _, _ in rows], rates, "throughput", "rows/s"), "throughput")
+    out += ("<p class='note'>Seconds are the time spent in each stage (on Ray, summed over its "
+            "workers), not wall time.</p>")
+    return out + _table(["stage", "rows in", "rows out", "seconds", "rows/s"],
+                        [[n, r, "-" if o is None else o, f"{s:.2f}", f"{r / s:,.0f}" if s > 0 else "-"]
+                         for n, r, o, s in rows])
 
 
 def _examples_section(examples: pa.Table, shard_of: Mapping[str, str]) -> str:
@@ -309,7 +319,7 @@ def render_report(
     counts: Mapping[str, Any],
     table: pa.Table | None = None,
     examples: pa.Table | None = None,
-    stage_timings: Sequence[tuple[str, int, float]] = (),
+    stage_timings: Sequence[Any] = (),
     metrics: ReleaseMetrics | None = None,
     gates: Sequence[Any] = (),
     reject_shards: Mapping[str, str] | None = None,
