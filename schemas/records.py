@@ -3,6 +3,13 @@
 The pydantic models validate one input record and name the failing field; the Arrow schema is
 what every stage receives and returns. ``tests/schemas/test_records.py`` checks that the two
 agree field by field. Times are integer microseconds; ``end`` is always derived.
+
+Every number is bounded by the Arrow type it lands in, so that a value the row schema cannot
+hold is a validation error naming the field, never an overflow later: int32 fields (sizes,
+sample rates, token counts, pages) up to 2^31-1, times up to 2^63-1 microseconds (and a start
+plus its duration too, since the end is derived), float64 fields finite wherever a number must
+be (``fps``, document layout boxes). Object box coordinates may be NaN or infinite: that is a
+box error (``OBJ_BBOX`` in ``object_boxes``), not a schema error.
 """
 
 from __future__ import annotations
@@ -10,13 +17,20 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 RECORD_FORMAT_VERSION = "v1"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
-Micros = Annotated[StrictInt, Field(ge=0)]
-Number = float | StrictInt  # bbox values: NaN is a box error (OBJ_BBOX), not a schema error
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+Micros = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Count32 = Annotated[StrictInt, Field(gt=0, le=INT32_MAX)]
+# Box coordinates are float64 (an integer converts; one beyond float64's range is an error).
+# An object box's NaN or infinity is a box error (OBJ_BBOX), not a schema error.
+Number = float
+FiniteNumber = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -27,13 +41,13 @@ class MediaRef(_Strict):
     modality: Literal["image", "audio", "video"]
     uri: StrictStr = Field(min_length=1)
     sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
-    width: Annotated[StrictInt, Field(gt=0)] | None = None
-    height: Annotated[StrictInt, Field(gt=0)] | None = None
+    width: Count32 | None = None
+    height: Count32 | None = None
     orientation: Literal["canonical", "mirrored"] | None = None
-    sample_rate: Annotated[StrictInt, Field(gt=0)] | None = None
-    fps: Annotated[float, Field(gt=0)] | None = None
+    sample_rate: Count32 | None = None
+    fps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     duration_us: Micros | None = None
-    num_tokens: Annotated[StrictInt, Field(gt=0)] | None = None
+    num_tokens: Count32 | None = None
     features_path: StrictStr | None = None
 
 
@@ -43,18 +57,28 @@ class Box(_Strict):
     format: Literal["pascal_voc", "coco", "yolo", "albumentations"]
 
 
+def _check_end(start_us: int | None, duration_us: int | None) -> None:
+    if start_us is not None and duration_us is not None and start_us + duration_us > INT64_MAX:
+        raise ValueError(f"start_us + duration_us is over {INT64_MAX} (the end must fit int64)")
+
+
 class TimedText(_Strict):
     start_us: Micros
     duration_us: Micros
     text: StrictStr
 
+    @model_validator(mode="after")
+    def _end_fits(self) -> TimedText:
+        _check_end(self.start_us, self.duration_us)
+        return self
+
 
 class DocItem(_Strict):
     type: Literal["text", "image", "audio"]
     text: StrictStr | None = None
-    media_index: Annotated[StrictInt, Field(ge=0)] | None = None
-    page: Annotated[StrictInt, Field(ge=1)]
-    bbox: Annotated[list[Number], Field(min_length=4, max_length=4)] | None = None
+    media_index: Annotated[StrictInt, Field(ge=0, le=INT32_MAX)] | None = None
+    page: Annotated[StrictInt, Field(ge=1, le=INT32_MAX)]
+    bbox: Annotated[list[FiniteNumber], Field(min_length=4, max_length=4)] | None = None
 
 
 class Record(_Strict):
@@ -79,6 +103,11 @@ class Record(_Strict):
     words: list[TimedText] | None = None
     # document
     items: list[DocItem] | None = None
+
+    @model_validator(mode="after")
+    def _end_fits(self) -> Record:
+        _check_end(self.start_us, self.duration_us)
+        return self
 
 
 MEDIA_TYPE = pa.struct(
