@@ -9,11 +9,20 @@ in this order, and rejects on the first failure:
 3. features are finite and bounded (decoded ones and any ``features_path`` .npy of a media ref),
    the audio is neither silent nor noise-only, the video neither all black nor frozen
    -> ``ERR_CROSS_MDL_FUSION`` with the measured value;
-4. the audio-video offset, from cross-correlating the audio onset envelope with video motion
-   energy, is within tolerance -> ``ERR_CROSS_MDL_TEMPORAL`` with the offset.
+4. the audio belongs to its video (:mod:`stages.av_correspondence`): where both streams have
+   clear events, every audio event starts and ends with a video event at one common lag
+   -> ``ERR_CROSS_MDL_LOW_SCORE`` when they match at no lag (audio from another clip), with
+   the event counts, the matches and the correlation; at that lag, or (no clear events) at the
+   peak of the cross-correlation of the audio onset envelope with video motion energy, the
+   offset is within tolerance -> ``ERR_CROSS_MDL_TEMPORAL`` with the offset;
+5. the subtitles mark the clip's events (``subtitle_events``): each subtitle starts and ends
+   with an audio event (the video's where the audio has none) at one common lag, within
+   tolerance -> ``ERR_CROSS_MDL_LOW_SCORE`` when they match at no lag (subtitles from another
+   clip), ``ERR_CROSS_MDL_TEMPORAL`` with the offset otherwise.
 
-Produces ``av_offset_us`` (positive: audio lags the video) and ``av_offset_score`` (the peak
-normalised correlation) where both streams exist.
+Produces ``av_offset_us`` (positive: audio lags the video), ``av_offset_score`` (the normalised
+correlation at that lag) and ``av_event_match`` (matched events over the longer event list; null
+where the events were not judged) where both streams exist.
 """
 
 from __future__ import annotations
@@ -26,18 +35,30 @@ from pydantic import Field
 
 from access.io import MediaPathError, resolve_media_uri
 from schemas.reason_codes import ReasonCode
+from stages.av_correspondence import (
+    EventSettings,
+    agreement,
+    audio_events,
+    av_verdict,
+    correlation_at,
+    subtitle_events,
+    subtitle_verdict,
+    video_events,
+)
 from stages.base import Resources, Stage, StageParams, Verdict, reject_rows
 from stages.segment_features import (
     AudioFeatureKind,
     AudioFeatures,
     SegmentMedia,
     VideoFeatures,
-    estimate_av_offset_us,
+    av_lag_curve,
+    curve_peak,
     load_npy,
     load_segment_media,
 )
 
 US = 1_000_000
+Offset = tuple[int, float, float | None]  # (lag us, correlation, event match share)
 
 
 def _s(us: int | float) -> str:
@@ -93,6 +114,11 @@ class SegmentChecksParams(StageParams):
     max_offset_us: int = Field(default=500_000, ge=0, description="A/V offset tolerance")
     max_lag_us: int = Field(default=5_000_000, gt=0, description="largest offset searched")
     min_offset_score: float = Field(default=0.1, description="weaker correlation: offset not judged")
+    av_events: bool = Field(default=True, description="judge audio-video agreement by events")
+    subtitle_events: bool = Field(
+        default=True, description="subtitles mark sound events one to one (off for speech lines)")
+    event_tolerance_us: int = Field(
+        default=75_000, gt=0, description="event starts/ends agree within this (> half a frame)")
     silence_dbfs: float = Field(default=-60.0, description="95th percentile frame RMS below: silent")
     noise_flatness: float = Field(default=0.3, gt=0, le=1,
                                   description="median flatness of the loudest frames above: noise")
@@ -154,7 +180,8 @@ class SegmentChecks(Stage):
     params_model = SegmentChecksParams
     resources = Resources(num_cpus=0.5, memory=1024**3, batch_size=8)
     output_fields = (pa.field("av_offset_us", pa.int64()),
-                     pa.field("av_offset_score", pa.float64()))
+                     pa.field("av_offset_score", pa.float64()),
+                     pa.field("av_event_match", pa.float64()))
     error_code = ReasonCode.FUSION
     params: SegmentChecksParams
 
@@ -165,12 +192,13 @@ class SegmentChecks(Stage):
             verdict, offset = (None, None)
             if record.get("kind") == "segment":
                 verdict, offset = self.check_row(record)
-            record["av_offset_us"], record["av_offset_score"] = offset or (None, None)
+            (record["av_offset_us"], record["av_offset_score"],
+             record["av_event_match"]) = offset or (None, None, None)
             verdicts.append(verdict)
         out = pa.Table.from_pylist(records, schema=rows.schema)
         return reject_rows(out, verdicts, self.name)
 
-    def check_row(self, row: dict[str, Any]) -> tuple[Verdict | None, tuple[int, float] | None]:
+    def check_row(self, row: dict[str, Any]) -> tuple[Verdict | None, Offset | None]:
         """The first failing check's verdict, and the measured offset (or None)."""
         p = self.params
         start = row.get("start_us") or 0
@@ -197,7 +225,7 @@ class SegmentChecks(Stage):
                 verdict = check_timed_text(row.get(label), label, start, measured)
                 if verdict:
                     return verdict, None
-        return self.media_verdict(media)
+        return self.media_verdict(media, row.get("subtitles"))
 
     def precomputed_verdict(self, row: dict[str, Any]) -> Verdict | None:
         for ref in row.get("media") or []:
@@ -210,11 +238,34 @@ class SegmentChecks(Stage):
                     return verdict
         return None
 
-    def media_verdict(self, media: SegmentMedia) -> tuple[Verdict | None, tuple[int, float] | None]:
+    def media_verdict(self, media: SegmentMedia, subtitles: list[dict[str, Any]] | None
+                      ) -> tuple[Verdict | None, Offset | None]:
         p = self.params
         verdict = (audio_verdict(media.audio, p) if media.audio else None) or (
             video_verdict(media.video, p) if media.video else None)
-        if verdict or media.audio is None or media.video is None:
+        if verdict:
             return verdict, None
-        offset = estimate_av_offset_us(media.audio, media.video, p.max_lag_us)
-        return offset_verdict(*offset, p), offset
+        settings = EventSettings()
+        heard = audio_events(media.audio, settings) if media.audio else None
+        seen = video_events(media.video, settings) if media.video else None
+        offset: Offset | None = None
+        if media.audio is not None and media.video is not None:
+            curve = av_lag_curve(media.audio, media.video, p.max_lag_us)
+            if p.av_events and heard and seen:
+                agreed = agreement(heard, seen, p.event_tolerance_us, p.max_lag_us,
+                                   curve_peak(*curve)[0])
+                correlation = correlation_at(curve, agreed.lag_us)
+                offset = (agreed.lag_us, correlation, agreed.share)
+                verdict = av_verdict(agreed, correlation, p.max_offset_us, p.event_tolerance_us)
+            else:
+                lag, score = curve_peak(*curve)
+                offset = (lag, score, None)
+                verdict = offset_verdict(lag, score, p)
+            if verdict:
+                return verdict, offset
+        events, against = (heard, "audio") if heard else (seen, "video")
+        if p.subtitle_events and subtitles and events:
+            agreed = agreement(events, subtitle_events(subtitles), p.event_tolerance_us,
+                               p.max_lag_us)
+            verdict = subtitle_verdict(agreed, against, p.max_offset_us, p.event_tolerance_us)
+        return verdict, offset

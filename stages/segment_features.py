@@ -5,7 +5,8 @@ an integer number of microseconds.
 Audio: log-mel (or MFCC) frames, an onset-strength envelope, frame RMS in dBFS and spectral
 flatness, at a hop given in microseconds. Video: per-frame mean luma, motion energy (mean
 absolute difference of consecutive grey frames) and a small colour/texture descriptor (channel
-means and deviations, an 8-bin hue histogram, mean gradient magnitude).
+means and deviations, an 8-bin hue histogram, mean gradient magnitude) and the share of moving
+pixels.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from access.io import filesystem_for, read_bytes, resolve_media_uri
 US = 1_000_000
 AudioFeatureKind = Literal["logmel", "mfcc"]
 SILENCE_FLOOR_DB = -120.0
+# A pixel "moves" when its grey level changes by more than this between frames: above codec
+# noise (a few levels, all over the frame at key frames), below any visible object's edge.
+MOVING_GREY = 16.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class VideoFeatures:
     luma: np.ndarray  # (frames,) float32 mean grey level 0..255
     motion: np.ndarray  # (frames,) float32 mean |grey[t] - grey[t-1]|, 0 for the first frame
     descriptor: np.ndarray  # (frames, 15) float32 colour/texture
+    moving: np.ndarray  # (frames,) float32 share of pixels changed by > MOVING_GREY, 0 first
 
     @property
     def duration_us(self) -> int:
@@ -125,6 +130,7 @@ def video_features_from_path(path: str, fps_hint: float | None = None,
     fps = float(fps_hint or capture.get(cv2.CAP_PROP_FPS) or 0.0)
     luma: list[float] = []
     motion: list[float] = []
+    moving: list[float] = []
     descriptors: list[np.ndarray] = []
     previous: np.ndarray | None = None
     try:
@@ -138,7 +144,9 @@ def video_features_from_path(path: str, fps_hint: float | None = None,
                                interpolation=cv2.INTER_AREA) if scale < 1 else frame
             grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
             luma.append(float(grey.mean()))
-            motion.append(0.0 if previous is None else float(np.abs(grey - previous).mean()))
+            change = None if previous is None else np.abs(grey - previous)
+            motion.append(0.0 if change is None else float(change.mean()))
+            moving.append(0.0 if change is None else float(np.mean(change > MOVING_GREY)))
             descriptors.append(_frame_descriptor(small, grey))
             previous = grey
     finally:
@@ -151,7 +159,7 @@ def video_features_from_path(path: str, fps_hint: float | None = None,
     frame_us = np.floor(np.arange(len(luma)) * (US / fps)).astype(np.int64)
     return VideoFeatures(fps=fps, num_frames=len(luma), frame_us=frame_us,
                          luma=np.asarray(luma, np.float32), motion=np.asarray(motion, np.float32),
-                         descriptor=np.stack(descriptors))
+                         descriptor=np.stack(descriptors), moving=np.asarray(moving, np.float32))
 
 
 def video_features(uri: str, fps_hint: float | None = None, max_bytes: int | None = None,
@@ -213,19 +221,20 @@ def _lag_scores(a: np.ndarray, v: np.ndarray, max_lag: int) -> tuple[np.ndarray,
     return lags[keep], full[keep] / (frames - np.abs(lags[keep]))
 
 
-def estimate_av_offset_us(audio: AudioFeatures, video: VideoFeatures, max_lag_us: int = 5 * US,
-                          smooth_us: int = 100_000) -> tuple[int, float]:
-    """Offset of the audio against the video (positive: audio lags) and the peak correlation.
+def av_lag_curve(audio: AudioFeatures, video: VideoFeatures, max_lag_us: int = 5 * US,
+                 smooth_us: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """The audio-video correlation at each lag: (lags in microseconds, positive: audio lags;
+    scores). Empty arrays when the streams overlap by fewer than 4 audio frames.
 
     Two envelope pairs are cross-correlated at the audio frame rate (video sampled at the audio
     frame times, both smoothed by ``smooth_us``): the audio onset envelope against the video's
     motion onset (rectified increase of motion energy), and the audio level (RMS dB) against
     motion energy. Their scores are averaged: onsets alone are ambiguous when motion is a
-    plateau, levels alone when the activity has no edges. The peak is refined by a parabola."""
+    plateau, levels alone when the activity has no edges."""
     hop_us = audio.hop_length * US / audio.sample_rate
     frames = int(min(len(audio.onset), np.ceil(video.duration_us / hop_us)))
     if frames < 4:
-        return 0, 0.0
+        return np.zeros(0), np.zeros(0)
     # motion[k] is the change between frames k-1 and k: it belongs half a frame before t_k
     motion = np.interp(audio.frame_us[:frames], video.frame_us - 0.5 * US / video.fps,
                        video.motion)
@@ -236,14 +245,27 @@ def estimate_av_offset_us(audio: AudioFeatures, video: VideoFeatures, max_lag_us
                                     _smooth(rise, width), max_lag)
     _, level_score = _lag_scores(_smooth(audio.rms_db[:frames].astype(np.float64), width),
                                  _smooth(motion, width), max_lag)
-    score = (onset_score + level_score) / 2
+    return lags * hop_us, (onset_score + level_score) / 2
+
+
+def curve_peak(lags_us: np.ndarray, score: np.ndarray) -> tuple[int, float]:
+    """The best lag of a :func:`av_lag_curve` (refined by a parabola) and its score."""
+    if not score.size:
+        return 0, 0.0
     best = int(np.argmax(score))
     shift = 0.0
     if 0 < best < len(score) - 1:
         left, mid, right = score[best - 1], score[best], score[best + 1]
         denom = left - 2 * mid + right
         shift = 0.5 * (left - right) / denom if denom < 0 else 0.0
-    return int(round((lags[best] + shift) * hop_us)), float(score[best])
+    step_us = lags_us[1] - lags_us[0] if lags_us.size > 1 else 0.0
+    return int(round(lags_us[best] + shift * step_us)), float(score[best])
+
+
+def estimate_av_offset_us(audio: AudioFeatures, video: VideoFeatures, max_lag_us: int = 5 * US,
+                          smooth_us: int = 100_000) -> tuple[int, float]:
+    """Offset of the audio against the video (positive: audio lags) and the peak correlation."""
+    return curve_peak(*av_lag_curve(audio, video, max_lag_us, smooth_us))
 
 
 # ---- one segment row -----------------------------------------------------------------------
