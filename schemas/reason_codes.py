@@ -19,6 +19,8 @@ class ReasonCode(StrEnum):
     LOW_SCORE = "ERR_CROSS_MDL_LOW_SCORE"
     HALLUCINATION = "ERR_CROSS_MDL_HALLUCINATION"
     HARD_NEG = "ERR_CROSS_MDL_HARD_NEG"
+    TEMPLATE = "ERR_CROSS_MDL_TEMPLATE"
+    DUPLICATE = "ERR_CROSS_MDL_DUPLICATE"
 
 
 MEANINGS: dict[ReasonCode, str] = {
@@ -35,4 +37,6 @@ MEANINGS: dict[ReasonCode, str] = {
     ReasonCode.LOW_SCORE: "CLIP/CLAP similarity below the configured threshold",
     ReasonCode.HALLUCINATION: "caption names objects that the annotations do not contain",
     ReasonCode.HARD_NEG: "candidate negative dropped as a likely false negative",
+    ReasonCode.TEMPLATE: "caption reused across many visually distinct samples (dataset-level)",
+    ReasonCode.DUPLICATE: "near-duplicate of a kept row, or of a row of an evaluation set (dataset-level)",
 }

@@ -27,6 +27,7 @@ STAGE_CLASSES: dict[str, str] = {
     "negatives_llm": "stages.negatives_llm:NegativesLlm",
     "negatives_filter": "stages.negatives_filter:NegativesFilter",
     "document_interleave": "stages.document_interleave:DocumentInterleave",
+    "image_fingerprint": "stages.image_fingerprint:ImageFingerprint",
 }
 
 # The checks that need no model, in the order `xmodal check` runs them (cheap ones first).

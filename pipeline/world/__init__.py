@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.world.dataset_faults import DATASET_EDITS, plan_dataset_faults
 from pipeline.world.documents import DocumentSpec, build_document_record, plan_document
 from pipeline.world.fault_edits import RECORD_EDITS
 from pipeline.world.faults import (
@@ -47,7 +48,7 @@ KIND_SHARES: dict[str, float] = {"object": 0.5, "segment": 0.2, "document": 0.2,
 ID_PREFIX = {"object": "obj", "segment": "seg", "document": "doc", "text": "txt"}
 MANIFEST_NAME, FAULTS_NAME, SUMMARY_NAME = "manifest.jsonl", "faults.tsv", "world.json"
 # Distinct streams of the seed: kind order, each record's scene, fault choice, fault edits.
-_KIND_STREAM, _SCENE_STREAM, _FAULT_STREAM, _EDIT_STREAM = 1, 2, 3, 4
+_KIND_STREAM, _SCENE_STREAM, _FAULT_STREAM, _EDIT_STREAM, _DATASET_STREAM = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -159,19 +160,27 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 
 def generate_world(
-    out_dir: Path, n: int = 200, fault_rate: float = 0.1, seed: int = 0
+    out_dir: Path, n: int = 200, fault_rate: float = 0.1, seed: int = 0, dataset_faults: float = 0.0
 ) -> WorldSummary:
     """Write a sample world of ``n`` records, about ``fault_rate`` of them faulty, under
-    ``out_dir``, deterministically for ``seed``. Raises ``ValueError`` on bad arguments and
-    ``FileExistsError`` when ``out_dir`` holds something other than a sample world."""
+    ``out_dir``, deterministically for ``seed``; about ``dataset_faults`` of them more carry a
+    template caption or are near-duplicate copies (:mod:`pipeline.world.dataset_faults`). Raises
+    ``ValueError`` on bad arguments and ``FileExistsError`` when ``out_dir`` holds something
+    other than a sample world."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if not 0.0 <= fault_rate <= 1.0:
         raise ValueError(f"fault_rate must be within [0, 1], got {fault_rate}")
+    if not 0.0 <= dataset_faults <= 0.5:
+        raise ValueError(f"dataset_faults must be within [0, 0.5], got {dataset_faults}")
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
     planned = plan_records(n, seed)
     faults = plan_faults(planned, fault_rate, np.random.default_rng([seed, _FAULT_STREAM]))
+    if dataset_faults:
+        planned, extra = plan_dataset_faults(planned, list(faults), dataset_faults,
+                                             np.random.default_rng([seed, _DATASET_STREAM]))
+        faults.update(extra)
     lines: list[str] = []
     fault_rows: list[str] = []
     for position, record_plan in enumerate(planned):
@@ -180,6 +189,9 @@ def generate_world(
         if fault is not None and fault.moment == "record":
             edit_rng = np.random.default_rng([seed, _EDIT_STREAM, position])
             RECORD_EDITS[fault.name](record, edit_rng, out_dir)
+        elif fault is not None and fault.moment == "dataset" and isinstance(record_plan.spec, ObjectScene):
+            edit_rng = np.random.default_rng([seed, _EDIT_STREAM, position])
+            DATASET_EDITS[fault.name](record, edit_rng, out_dir, record_plan.spec)
         line = json.dumps(record, ensure_ascii=False)
         if fault is not None and fault.moment == "line":
             line = truncate_json_line(line)

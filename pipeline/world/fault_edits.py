@@ -16,10 +16,14 @@ import numpy as np
 
 from pipeline.world import boxes, render
 from pipeline.world.objects import article
+from pipeline.world.segments import SAMPLE_RATE, SegmentScene, plan_segment_scene, render_audio
 
 JsonRecord = dict[str, Any]
 TOKEN_PREFIX = {"image": "IMG", "audio": "AUD", "video": "VID"}
 OUT_OF_VOCAB_TOKEN_ID = 152104  # far beyond the default vocabulary of 8192
+# A donor clip differs from the record by at least this in some event's start or end (relative
+# to the first start): twice the 100 ms frame grid, so that no single lag lines the two up.
+DONOR_MIN_TIMING_US = 200_000
 IN_VOCAB_TOKEN_ID = 451
 UNDECODABLE_PREFIX = b"not an image\n"  # no image format starts like this
 
@@ -210,6 +214,43 @@ def caption_names_absent_object(record: JsonRecord, rng: np.random.Generator, ou
     record["captions"][-1] = f"{article(label).capitalize()} {label} is also visible."
 
 
+# LOW_SCORE (media or subtitles of another clip) --------------------------------------------
+def _timeline(spans: list[tuple[int, int]]) -> list[int]:
+    """Every start and end relative to the first start."""
+    first = spans[0][0]
+    return [t - first for span in spans for t in span]
+
+
+def _donor_scene(record: JsonRecord, rng: np.random.Generator) -> SegmentScene:
+    """Another clip of the world's kind whose events differ from the record's in number or in
+    timing (by ``DONOR_MIN_TIMING_US``) and whose pitches differ: its audio or subtitles cannot
+    be the record's own, shifted. (Audio swapped between arbitrary clips is measured by the
+    tests; this is the fault the world promises to be detectable.)"""
+    own = [(s["start_us"], s["start_us"] + s["duration_us"]) for s in record["subtitles"]]
+    own_pitches = [int(re.findall(r"(\d+) Hz", s["text"])[0]) for s in record["subtitles"]]
+    for attempt in range(1000):
+        donor = plan_segment_scene(f"{record['id']}-donor-{attempt}", rng)
+        spans = [(e.start_us, e.end_us) for e in donor.events]
+        if [e.pitch_hz for e in donor.events] == own_pitches:
+            continue
+        if len(spans) != len(own) or max(
+                abs(a - b) for a, b in zip(_timeline(spans), _timeline(own), strict=True)
+        ) >= DONOR_MIN_TIMING_US:
+            return donor
+    raise RuntimeError(f"no donor clip found for {record['id']}")
+
+
+def audio_from_other_clip(record: JsonRecord, rng: np.random.Generator, out_dir: Path) -> None:
+    ref = _pick_media_ref(record, rng, "audio")
+    samples = render_audio(_donor_scene(record, rng), 0, silent=False)
+    ref["sha256"] = render.write_media(out_dir / ref["uri"], render.encode_wav(samples, SAMPLE_RATE))
+
+
+def subtitle_from_other_clip(record: JsonRecord, rng: np.random.Generator, out_dir: Path) -> None:
+    record["subtitles"] = [{"start_us": e.start_us, "duration_us": e.duration_us,
+                            "text": e.subtitle_text()} for e in _donor_scene(record, rng).events]
+
+
 RECORD_EDITS: dict[str, Callable[[JsonRecord, np.random.Generator, Path], None]] = {
     edit.__name__: edit
     for edit in (
@@ -219,6 +260,6 @@ RECORD_EDITS: dict[str, Callable[[JsonRecord, np.random.Generator, Path], None]]
         mixed_pad_and_token_body, nested_spans, box_tag_in_span, box_outside_image,
         box_inverted, box_nan_coordinate, box_zero_area, box_tag_unknown_label,
         laterality_orientation_missing, laterality_orientation_mirrored,
-        caption_names_absent_object,
+        caption_names_absent_object, audio_from_other_clip, subtitle_from_other_clip,
     )
 }

@@ -7,8 +7,9 @@ is confounded with their orientation.
 
 Faults act at one of three moments: ``render`` (the media are drawn differently: flip, audio
 offset, silence, black video, NaN features, subtitle edits), ``record`` (the record dict is
-edited after rendering, see :mod:`pipeline.world.fault_edits`) or ``line`` (the JSON
-line is truncated).
+edited after rendering, see :mod:`pipeline.world.fault_edits`; this includes a segment's audio
+or subtitles replaced by another clip's, the offset-by-one bug, ``LOW_SCORE``) or ``line`` (the
+JSON line is truncated).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     FaultKind("silent_audio", ReasonCode.FUSION, "render", _segment),
     FaultKind("black_video", ReasonCode.FUSION, "render", _segment),
     FaultKind("nan_features", ReasonCode.FUSION, "render", _segment),
+    FaultKind("audio_from_other_clip", ReasonCode.LOW_SCORE, "record", _segment),
+    FaultKind("subtitle_from_other_clip", ReasonCode.LOW_SCORE, "record", _segment),
 )
 FAULTS_BY_NAME: dict[str, FaultKind] = {fault.name: fault for fault in FAULT_KINDS}
 

@@ -31,7 +31,7 @@ PREFIX = {"image": "IMG", "audio": "AUD", "video": "VID"}
 FAULT_CODES = {
     ReasonCode.SCHEMA, ReasonCode.MEDIA, ReasonCode.TOKEN_FMT, ReasonCode.OBJ_BBOX,
     ReasonCode.OBJ_ANCHOR, ReasonCode.OBJ_FLIP, ReasonCode.MIRROR, ReasonCode.HALLUCINATION,
-    ReasonCode.TEMPORAL, ReasonCode.FUSION,
+    ReasonCode.TEMPORAL, ReasonCode.FUSION, ReasonCode.LOW_SCORE,
 }
 
 
@@ -106,6 +106,16 @@ def _first_tone_us(path: Path) -> int:
     rms = np.sqrt(np.mean(samples[: len(samples) // window * window].reshape(-1, window) ** 2,
                           axis=1))
     return int(np.argmax(rms > 0.1)) * 10_000
+
+
+def _tone_starts_us(path: Path) -> list[int]:
+    """Where each tone burst starts (10 ms resolution)."""
+    samples, rate = soundfile.read(path)
+    window = rate // 100
+    rms = np.sqrt(np.mean(samples[: len(samples) // window * window].reshape(-1, window) ** 2,
+                          axis=1))
+    loud = np.concatenate([[False], rms > 0.1])
+    return [int(k) * 10_000 for k in np.flatnonzero(loud[1:] & ~loud[:-1])]
 
 
 def test_every_line_but_schema_faults_validates(world: World) -> None:
@@ -260,6 +270,15 @@ def test_each_fault_breaks_its_rule(world: World) -> None:
     for record in world.faulty("subtitles_reversed"):
         starts = [s["start_us"] for s in record["subtitles"]]
         assert starts == sorted(starts, reverse=True)
+    for record in world.faulty("audio_from_other_clip"):
+        # another clip's tones: they no longer start with the clip's own events
+        audio = world.root / record["media"][1]["uri"]
+        assert _sha256(audio) == record["media"][1]["sha256"]
+        assert _tone_starts_us(audio) != [s["start_us"] for s in record["subtitles"]]
+    for record in world.faulty("subtitle_from_other_clip"):
+        # the tones still follow the video; the subtitles mark another clip's events
+        audio = world.root / record["media"][1]["uri"]
+        assert _tone_starts_us(audio) != [s["start_us"] for s in record["subtitles"]]
 
 
 def test_same_seed_same_bytes_other_seed_other_world(tmp_path: Path) -> None:
