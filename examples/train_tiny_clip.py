@@ -182,8 +182,8 @@ def recall_at_1(model: Any, tokenizer: Any, images: torch.Tensor, texts: list[st
 
 def build_release(n: int, workdir: Path, seed: int) -> str:
     """A release of a freshly generated sample world, made in-process (no Ray)."""
-    from pipeline.run.config import parse_config
     from pipeline.build import run_config
+    from pipeline.run.config import parse_config
     from pipeline.world import generate_world
 
     world = generate_world(workdir / "world", n=n, fault_rate=0.05, seed=seed)
