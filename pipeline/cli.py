@@ -40,6 +40,7 @@ COMMAND_MODULES: list[str] = [
     "pipeline.training.mix_command",
     "pipeline.release.publish",
     "pipeline.demo_models.clip_train",
+    "pipeline.demo_models.clap_train",
     "pipeline.run.stage_catalog",
     "pipeline.review.cli",
     "pipeline.interchange.commands",
