@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
 )
 # Ray is known by the runner; the Jobs SDK by submission; Ray Train's input by the loader.
 RAY_ALLOWED = {"pipeline.run.ray_runner", "pipeline.run.ray_stages", "pipeline.run.ray_source",
+               "pipeline.run.dataset_checks",
                "pipeline.cluster.submit", "pipeline.training.release_shards"}
 
 

@@ -1,0 +1,94 @@
+"""Evaluation sets for the leakage check: a release or a manifest, read into an
+:class:`stages.near_duplicates.EvalIndex` (its rows' first image vectors and captions).
+
+- a directory with ``manifest.json`` (a release version, local or ``s3://``): its kept rows,
+  ``data/*.parquet``, with their stored embeddings;
+- a Parquet file that has the embedding column (staged rows, ``xmodal stage`` output): as is;
+- any other manifest (JSONL or Parquet records): its valid records, captions only (a manifest
+  carries no embeddings, so only caption copies are found).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from access.io import filesystem_for
+from pipeline.errors import UserError
+from pipeline.run.ingest import read_manifest
+from schemas.records import STATUS_OK
+from stages.caption_templates import normalise_caption
+from stages.dataset_checks import DatasetChecksParams, EvalSet
+from stages.dataset_verdicts import unit_matrix
+from stages.near_duplicates import EvalIndex, word_count
+
+_TEXT_COLUMNS = ("id", "content", "captions")
+
+
+class EvalSetError(UserError):
+    """An evaluation set that cannot be read; names the set and its path."""
+
+
+def _read_rows(es: EvalSet, emb_column: str) -> pa.Table:
+    fs, path = filesystem_for(es.path)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise EvalSetError(f"dataset_checks.leakage.eval_sets[{es.name}]: {es.path} not found")
+    if info.type == pafs.FileType.Directory:
+        if not fs.get_file_info(f"{path}/manifest.json").is_file:
+            raise EvalSetError(f"dataset_checks.leakage.eval_sets[{es.name}]: {es.path} is a "
+                               "directory without manifest.json (give a release version or a manifest)")
+        data = pads.dataset(f"{path}/data", filesystem=fs, format="parquet")
+        names = [c for c in (*_TEXT_COLUMNS, emb_column) if c in data.schema.names]
+        return data.to_table(columns=names)
+    if path.endswith(".parquet"):
+        with fs.open_input_file(path) as fh:
+            names = pq.read_schema(fh).names
+        if emb_column in names:
+            with fs.open_input_file(path) as fh:
+                table = pq.read_table(fh, columns=[c for c in (*_TEXT_COLUMNS, emb_column, "status")
+                                                   if c in names])
+            if "status" in table.column_names:
+                table = table.filter(pc.fill_null(pc.equal(table["status"], STATUS_OK), False))
+            return table
+    rows = read_manifest(es.path)
+    return rows.filter(pc.equal(rows["status"], STATUS_OK)).select(["id", "content", "captions"])
+
+
+def _comparable(vector: list[float] | None) -> bool:
+    vec = np.asarray(vector or [], np.float32)
+    return bool(vec.size and np.isfinite(vec).all() and vec.any())
+
+
+def eval_index(es: EvalSet, emb_column: str, caption_min_words: int) -> EvalIndex:
+    """Read one evaluation set (module docstring) into its index."""
+    try:
+        rows = _read_rows(es, emb_column)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise EvalSetError(f"dataset_checks.leakage.eval_sets[{es.name}]: cannot read {es.path}: {err}") from None
+    index = EvalIndex(es.name)
+    ids = rows["id"].to_pylist()
+    contents = rows["content"].to_pylist() if "content" in rows.column_names else [None] * len(ids)
+    captions = rows["captions"].to_pylist() if "captions" in rows.column_names else [None] * len(ids)
+    for rid, content, caps in zip(ids, contents, captions, strict=True):
+        for text in [content, *(caps or [])]:
+            key = normalise_caption(text)
+            if key and word_count(key) >= caption_min_words:
+                index.texts.setdefault(key, rid)
+    if emb_column in rows.column_names:
+        vectors = [(rid, v[0]) for rid, v in zip(ids, rows[emb_column].to_pylist(), strict=True)
+                   if v and _comparable(v[0])]
+        if vectors:
+            index.ids = [rid for rid, _ in vectors]
+            index.emb = unit_matrix(pa.array([v for _, v in vectors], pa.list_(pa.float16())))
+    return index
+
+
+def load_eval_indexes(p: DatasetChecksParams) -> list[EvalIndex]:
+    """Every configured evaluation set, in config order."""
+    lp = p.leakage
+    return [eval_index(es, lp.embedding_column, lp.caption_min_words) for es in lp.eval_sets]
