@@ -1,23 +1,23 @@
 """Release: kept rows -> data/jsonl shards, rejects by stage and code, report, manifest last.
 
 Layout (DESIGN.md): ``<root>/<dataset>/<version>/{data,jsonl,negatives,rejects,report}/...`` and
-``manifest.json``, the commit marker, written last. On a local disk the whole version is built in
-a hidden sibling directory and renamed into place, so a reader never sees half a release. An S3
-release is built the same way in a local directory, then uploaded by ``pipeline.release.publish``: the
-shards first, ``manifest.json`` after them, then the ``latest`` pointer; a failed upload keeps
-the local build and can be resumed. A release whose lint fails, whose counts do not reconcile or
+``manifest.json``, the commit marker, written last. Where the files go is a destination
+(``pipeline.release.destinations``): on a local disk the version is built in a hidden sibling
+directory and renamed into place; to S3 each file goes up as it is written, the manifest after
+them, then the ``latest`` pointer (a failed release is resumed by running it again). With
+``release.build_dir`` an S3 release is built there first and uploaded by
+``pipeline.release.publish`` (a failed upload keeps the build; ``xmodal publish`` resumes it).
+A release whose lint fails, whose counts do not reconcile or
 whose quality gates fail is not published.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from access.io import filesystem_for, write_bytes
+from pipeline.release.destinations import LocalDestination, ReleaseError, S3Destination
 from pipeline.release.partials import CountsError, ReleasePartial
 from pipeline.release.shards import ShardInfo
 from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import Gathered, gather, write_shards
-from pipeline.release.versions import LATEST, moves_latest, read_latest
 from schemas.records import RECORD_FORMAT_VERSION, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ MANIFEST_FORMAT = "xmodal-release/1"
 REPORT_PATH = "report/index.html"
 CARD_PATH = "README.md"  # the dataset card: datasets.load_dataset(<release>, <kind>) reads its configs
 FAILED_DIR = "_failed"  # <root>/<dataset>/_failed/<version>/: report of a release that failed its gates
-
-
-class ReleaseError(RuntimeError):
-    """The release cannot be published (exists, lint failed, counts do not reconcile)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ def release_exists(root: str, dataset: str, version: str) -> bool:
     """Whether ``<root>/<dataset>/<version>`` has a manifest (is a published release)."""
     uri = f"{root.rstrip('/')}/{dataset}/{version}/manifest.json"
     if is_s3(uri):
-        from pipeline.release.publish import Publisher, PublishError, UploadSettings, s3_client, split_s3_uri
+        from pipeline.release.s3 import Publisher, PublishError, UploadSettings, s3_client, split_s3_uri
 
         bucket, key = split_s3_uri(uri)
         try:
@@ -107,54 +103,8 @@ def check_can_release(root: str, dataset: str, version: str, overwrite: bool) ->
                            "(set release.overwrite to replace it)")
 
 
-class _LocalDestination:
-    """A version built in a hidden sibling directory and renamed into place at commit."""
-
-    def __init__(self, root: str, dataset: str, version: str, overwrite: bool) -> None:
-        _, self.final_path = filesystem_for(f"{root.rstrip('/')}/{dataset}/{version}")  # path or file://
-        self.dataset_path = os.path.dirname(self.final_path)
-        if os.path.isfile(os.path.join(self.final_path, "manifest.json")) and not overwrite:
-            raise ReleaseError(f"{self.final_path} already exists (set release.overwrite to replace it)")
-        self.work_path = f"{self.dataset_path}/.{version}.tmp-{uuid.uuid4().hex[:8]}"
-        os.makedirs(self.work_path)
-
-    def put(self, rel: str, data: bytes | Iterable[bytes]) -> tuple[int, str]:
-        """Write ``data`` (bytes, or pieces of it) to ``rel``; returns its size and sha256."""
-        path = os.path.join(self.work_path, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        with open(path, "wb") as out:
-            for piece in [data] if isinstance(data, bytes) else data:
-                out.write(piece)
-                digest.update(piece)
-                size += len(piece)
-        return size, digest.hexdigest()
-
-    def commit(self, manifest: bytes, version: str) -> None:
-        self.put("manifest.json", manifest)  # last: the commit marker
-        if os.path.exists(self.final_path):
-            trash = f"{self.dataset_path}/.{version}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.final_path, trash)
-            os.rename(self.work_path, self.final_path)
-            shutil.rmtree(trash)
-        else:
-            os.rename(self.work_path, self.final_path)
-        current = read_latest(self.dataset_path)
-        if not moves_latest(current, version):
-            log.info("latest stays on %s: %s is an older dated version", current, version)
-            return
-        tmp_latest = f"{self.dataset_path}/.latest.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp_latest, "w") as fh:
-            fh.write(version + "\n")
-        os.replace(tmp_latest, f"{self.dataset_path}/{LATEST}")
-
-    def abort(self) -> None:
-        if os.path.isdir(self.work_path):
-            shutil.rmtree(self.work_path, ignore_errors=True)
-
-
 def _s3_publisher(uri: str) -> tuple[Any, str]:
-    from pipeline.release.publish import Publisher, UploadSettings, s3_client, split_s3_uri
+    from pipeline.release.s3 import Publisher, UploadSettings, s3_client, split_s3_uri
 
     bucket, key = split_s3_uri(uri)
     return Publisher(s3_client(), bucket, UploadSettings()), key
@@ -234,15 +184,16 @@ def write_release_stream(
     module docstring for the guarantees. ``gates`` are gate results (``GateResult.to_json()``):
     any failed one refuses the release. ``report_html`` is the page, or a function of
     ``{reject id: its file}`` for the ``report_ids`` that renders it once the shards are written.
-    For an ``s3://`` root, ``upload`` (``pipeline.release.publish.UploadSettings``) and
-    ``build_dir`` set the upload."""
+    An ``s3://`` root is written straight to the bucket (``upload``: the
+    ``pipeline.release.s3.UploadSettings``), or, with ``build_dir``, built there and uploaded
+    after (``xmodal publish`` resumes a failed upload of that build)."""
     bad = [g for g in gates if not g.get("passed")]
     if bad:
         raise ReleaseError(f"{len(bad)} quality gate(s) failed, first: {bad[0].get('detail')}")
     args = dict(inputs=inputs, config_hash=config_hash, code_version=code_version, vocab=vocab,
                 shard_target_bytes=shard_target_bytes, jsonl=jsonl, report_html=report_html, metrics=metrics,
                 gates=gates, stage_timings=stage_timings, report_ids=report_ids, extra=extra)
-    if is_s3(root):
+    if is_s3(root) and build_dir:
         return _write_s3_release(source, gathered, root=root, dataset=dataset, version=version,
                                  overwrite=overwrite, upload=upload, build_dir=build_dir, **args)
     partial = gathered.partial
@@ -255,7 +206,12 @@ def write_release_stream(
                            f"{partial.lint_first[0]}")
     if partial.media_count:
         raise ReleaseError(partial.media_first[0])
-    dest = _LocalDestination(root, dataset, version, overwrite)
+    dest: LocalDestination | S3Destination
+    if is_s3(root):
+        check_can_release(root, dataset, version, overwrite)
+        dest = S3Destination(root, dataset, version, overwrite, upload)
+    else:
+        dest = LocalDestination(root, dataset, version, overwrite)
     try:
         writer = write_shards(source, gathered.losers, dest.put, target_bytes=shard_target_bytes, jsonl=jsonl,
                               watch=report_ids, non_null=partial.non_null)
@@ -293,7 +249,8 @@ def write_release_stream(
     except BaseException:
         dest.abort()
         raise
-    return ReleaseResult(dest.final_path, manifest, writer.shards)
+    stats = dest.pub.stats.to_json() if isinstance(dest, S3Destination) else None
+    return ReleaseResult(dest.final_path, manifest, writer.shards, stats)
 
 
 def _card(dataset: str, version: str, schemas: Mapping[str, pa.Schema], licenses: Iterable[str],
@@ -327,12 +284,12 @@ def _timing_json(t: Any) -> dict[str, Any]:
 
 def _write_s3_release(source: RowSource, gathered: Gathered, *, root: str, dataset: str, version: str,
                       overwrite: bool, upload: Any, build_dir: str | None, **kwargs: Any) -> ReleaseResult:
-    """Build locally, then upload; the local build is removed after a complete upload and kept
+    """Build in ``build_dir``, then upload; the build is removed after a complete upload and kept
     (its path is in the error) after a failed one, so that the upload can be resumed."""
     from pipeline.release.publish import PublishError, UploadSettings, publish_directory
 
     check_can_release(root, dataset, version, overwrite)
-    local_root = build_dir or os.path.join(tempfile.gettempdir(), "xmodal-build")
+    local_root = build_dir or os.path.join(tempfile.gettempdir(), "xmodal-build")  # (always given)
     built = write_release_stream(source, gathered, root=local_root, dataset=dataset, version=version,
                                  overwrite=True, **kwargs)
     uri = f"{root.rstrip('/')}/{dataset}/{version}"

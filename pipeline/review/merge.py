@@ -114,7 +114,7 @@ def _put(uri: str, data: bytes) -> None:
     if not uri.startswith("s3://"):
         write_bytes(uri, data)
         return
-    from pipeline.release.publish import Publisher, UploadSettings, s3_client, split_s3_uri
+    from pipeline.release.s3 import Publisher, UploadSettings, s3_client, split_s3_uri
 
     bucket, key = split_s3_uri(uri)
     Publisher(s3_client(), bucket, UploadSettings()).put(key, data)

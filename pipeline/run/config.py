@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from access.paths import normalize_root
 from pipeline.run.inputs import manifest_problem
 from schemas.reason_codes import ReasonCode
+from schemas.records import ROW_SCHEMA
 from stages.base import Resources, Stage, StageParams
-from stages.dataset_checks import DatasetChecksParams
+from stages.dataset_checks import DatasetChecksParams, required_columns
 from stages.registry import STAGE_CLASSES, closest, did_you_mean, get_stage_class, unknown_stage_message
 
 # Names beside the versions in ``<root>/<dataset>/``: the pointer and failed-gate reports.
@@ -105,9 +106,11 @@ class ReleaseConfig(_Model):
     shard_target_bytes: int = Field(default=100_000_000, gt=0)
     jsonl: bool = True
     overwrite: bool = False
-    # S3 only: the release is built in a local directory first, then uploaded.
-    build_dir: str | None = Field(default=None, description="local directory for the build of an "
-                                  "S3 release (default: the system temp dir); kept when the upload fails")
+    # S3 only: by default each file goes up as it is written; with build_dir, the release is
+    # built in that local directory first, then uploaded (xmodal publish resumes a failed upload).
+    build_dir: str | None = Field(default=None, description="S3 only: build the release in this local "
+                                  "directory, then upload it (kept when the upload fails); default: "
+                                  "stream each file to S3 as it is written, no local copy")
     multipart_threshold_bytes: int = Field(default=64 * 2**20, ge=5 * 2**20,
                                            description="files at least this large go up in parts")
     multipart_part_bytes: int = Field(default=16 * 2**20, ge=5 * 2**20, le=5 * 2**30,
@@ -302,9 +305,18 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
             for line in format_validation_error(err, spec.stage_class().params_model).splitlines():
                 problems.append(f"stages[{i}].params.{line}")
     checks = cfg.dataset_checks
-    if checks is not None and checks.after not in [spec.name for spec in cfg.stages]:
+    names = [spec.name for spec in cfg.stages]
+    if checks is not None and checks.after not in names:
         problems.append(f"dataset_checks.after: {checks.after!r} is not a stage of this config "
-                        f"(stages: {', '.join(spec.name for spec in cfg.stages) or 'none'})")
+                        f"(stages: {', '.join(names) or 'none'})")
+    elif checks is not None:
+        # Every stage's output_fields are always in its output: a column none of the stages up to
+        # `after` writes would only be found missing once the data is read.
+        written = set(ROW_SCHEMA.names) | {f.name for spec in cfg.stages[:names.index(checks.after) + 1]
+                                           for f in spec.stage_class().output_fields}
+        problems += [f"dataset_checks.{setting}: no stage up to {checks.after!r} writes {column!r} "
+                     f"(run the stage that writes it before dataset_checks.after)"
+                     for setting, column in required_columns(checks) if column not in written]
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg

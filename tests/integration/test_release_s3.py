@@ -83,7 +83,7 @@ def test_release_to_s3_writes_shards_manifest_and_latest(s3_bucket: str, tmp_pat
     assert result.uri == f"{root}/ds/v1" and manifest == result.manifest
     assert len([s for s in manifest["shards"] if s["kind"] == "text"]) > 2
     assert get(s3_bucket, prefix.removesuffix("/v1") + "/latest") == b"v1\n"
-    assert result.publish["files_uploaded"] == len(manifest["shards"]) + 1  # + the report
+    assert result.publish["files_uploaded"] == len(manifest["shards"]) + 2  # + the report and the card
     assert not (tmp_path / "build" / "ds" / "v1").exists()  # the local build is removed after upload
 
 
@@ -97,8 +97,9 @@ def test_existing_version_is_kept_unless_overwrite_and_stale_shards_go(s3_bucket
     assert keys(s3_bucket, prefix) == many
     result = release(root, text_manifest(tmp_path), overwrite=True)  # one shard per kind now
     assert keys(s3_bucket, prefix) == sorted(f"{prefix}/{p}" for p in
-                                             ["manifest.json", "data/text-00000.parquet", "jsonl/text-00000.jsonl"])
-    assert result.publish["stale_deleted"] == len(many) - 3
+                                             ["manifest.json", "README.md", "data/text-00000.parquet",
+                                              "jsonl/text-00000.jsonl"])
+    assert result.publish["stale_deleted"] == len(many) - 4
     assert len(assert_complete(s3_bucket, prefix)["shards"]) == 2
 
 
@@ -113,13 +114,13 @@ def test_multipart_upload_then_skip_of_identical_files(s3_bucket: str, tmp_path:
     uri = f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/ds/v1"
     prefix = uri.removeprefix(f"s3://{s3_bucket}/")
     first = publish_directory(local, uri, settings=SMALL_PARTS)
-    assert first.files_uploaded == 2 and first.parts_uploaded >= 5
+    assert first.files_uploaded == 3 and first.parts_uploaded >= 5  # two shards and the card
     etag = boto3.client("s3").head_object(Bucket=s3_bucket, Key=f"{prefix}/jsonl/text-00000.jsonl")["ETag"]
     assert etag.strip('"').endswith("-3") or etag.strip('"').endswith("-4")  # went up in parts
     assert_complete(s3_bucket, prefix)
     boto3.client("s3").delete_object(Bucket=s3_bucket, Key=f"{prefix}/manifest.json")  # as if cut short
     again = publish_directory(local, uri, settings=SMALL_PARTS)
-    assert (again.files_skipped, again.files_uploaded, again.parts_uploaded) == (2, 0, 0)
+    assert (again.files_skipped, again.files_uploaded, again.parts_uploaded) == (3, 0, 0)
     assert json.loads(get(s3_bucket, f"{prefix}/manifest.json"))["version"] == "v1"
 
 
@@ -205,7 +206,7 @@ def test_failed_upload_keeps_the_build_and_the_publish_command_finishes_it(s3_se
                           capture_output=True, text=True, timeout=120, env=os.environ.copy(),
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1])["files_uploaded"] == 2
+    assert json.loads(done.stdout.splitlines()[-1])["files_uploaded"] == 3  # a shard, the report, the card
     assert assert_complete(bucket, "rel/ds/v1") == json.loads((built / "manifest.json").read_text())
 
 

@@ -183,6 +183,6 @@ def test_a_published_version_is_not_replaced_without_overwrite(weed: str, tmp_pa
                               capture_output=True, text=True, timeout=120)
     assert replaced.returncode == 0, replaced.stderr
     stats = json.loads(replaced.stdout.splitlines()[-1])
-    assert stats["files_skipped"] == 3 and stats["files_uploaded"] == 0  # same shards, new manifest
+    assert stats["files_skipped"] == 4 and stats["files_uploaded"] == 0  # same shards and card, new manifest
     body = s3(weed).get_object(Bucket=BUCKET, Key="other/ds/v1/manifest.json")["Body"].read()
     assert b'"test2"' in body
