@@ -1,10 +1,12 @@
 """Release-step driver memory: how much the release adds on top of the final table it is given.
 
-The release step (metrics, gates, report, shards, manifest) runs on the driver over one
-``pyarrow.Table`` of every row (docs/design.md, known limit). This measures what that costs:
+In-process (``xmodal run --local``, ``pipeline.build.release_table``) the release step (metrics,
+gates, report, shards, manifest) runs over one ``pyarrow.Table`` of every row, the table the
+local runner built; on Ray the same code reads the staged rows as a stream and the driver holds
+no rows (``bench_scale`` measures that). This measures what the in-process path adds:
 the demo's final table (the sample world through ``configs/demo.yaml``'s stages, in-process) is
 repeated ``x4`` and ``x16`` with fresh ids; a child process reads it, notes its resident memory,
-runs ``pipeline.run.release_table`` and notes its peak (``VmHWM``). Printed for each: the peak
+runs ``pipeline.build.release_table`` and notes its peak (``VmHWM``). Printed for each: the peak
 above the loaded table; then the slope between the two, (peak above table at x16 - at x4) /
 (table bytes at x16 - at x4): the driver memory the release step adds per byte of final table,
 fixed costs (imports, plotting) cancelled. With the table's bytes per row this estimates a
