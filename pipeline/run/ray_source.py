@@ -43,6 +43,13 @@ def _repeated(group: pa.Table) -> pa.Table:
     return group if group.num_rows > 1 else group.slice(0, 0)
 
 
+def _partitions() -> int:
+    """A few shuffle partitions per CPU: Ray's default (200) costs ~30 s of fixed overhead on 2 cores."""
+    import ray
+
+    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+
+
 class RaySource:
     def __init__(self, staging_uri: str, batch_rows: int = 8192) -> None:
         self.staging_uri = staging_uri
@@ -61,13 +68,9 @@ class RaySource:
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
     def duplicate_candidates(self, columns: Sequence[str]) -> Iterator[pa.Table]:
-        import ray
-
         ds = self._read(columns).map_batches(_named("release_ok_ids", _keep_ok), batch_format="pyarrow",
                                              batch_size=None, num_cpus=NUM_CPUS)
-        # a few partitions per CPU: Ray's default (200) costs ~30 s of fixed overhead on 2 cores
-        partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        grouped = ds.groupby("id", num_partitions=partitions).map_groups(_repeated, batch_format="pyarrow",
+        grouped = ds.groupby("id", num_partitions=_partitions()).map_groups(_repeated, batch_format="pyarrow",
                                                                          num_cpus=NUM_CPUS)
         for batch in grouped.iter_batches(batch_format="pyarrow", batch_size=None):
             if batch.num_rows:
@@ -76,5 +79,15 @@ class RaySource:
     def sorted_batches(self, prepare: BlockFn, keys: Sequence[str]) -> Iterator[pa.Table]:
         ds = self._read().map_batches(_named("release_prepare", prepare), batch_format="pyarrow",
                                       batch_size=None, num_cpus=NUM_CPUS)
-        ds = ds.sort(list(keys))
-        yield from ds.iter_batches(batch_format="pyarrow", batch_size=self.batch_rows)
+        # the sort's partition count comes from the context when Ray cannot estimate the input's
+        # blocks (a Parquet folder): give it the same few partitions per CPU
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        saved = ctx.default_hash_shuffle_parallelism
+        ctx.default_hash_shuffle_parallelism = _partitions()
+        try:
+            ds = ds.sort(list(keys))
+            yield from ds.iter_batches(batch_format="pyarrow", batch_size=self.batch_rows)
+        finally:
+            ctx.default_hash_shuffle_parallelism = saved
