@@ -23,6 +23,7 @@ from pipeline.release.leftovers import remove_leftovers
 from pipeline.release.partials import CountsError
 from pipeline.release.publish import UploadSettings
 from pipeline.release.report import render_report
+from pipeline.release.report_dataset_checks import dataset_checks_sections
 from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import gather
 from pipeline.release.writer import (
@@ -70,14 +71,14 @@ def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
 
 
 def run_local(cfg: RunConfig) -> tuple[pa.Table, list[Timing]]:
-    """The configured stages in-process over the inputs: every row, and each stage's rows in,
-    rows out and seconds."""
-    from pipeline.run.local_runner import read_inputs, run_stages
+    """The configured stages in-process over the inputs (with the dataset-level checks after the
+    stage ``dataset_checks.after`` names): every row, and each stage's rows in, rows out and seconds."""
+    from pipeline.run.dataset_checks import run_stages_checked
+    from pipeline.run.local_runner import read_inputs
 
     stages = [spec.stage_class()(spec.params) for spec in cfg.stages]
-    run = run_stages(read_inputs(cfg.inputs, cfg.max_record_bytes, media_roots=cfg.media_roots), stages)
-    return run.table, [{"stage": t.name, "rows_in": t.rows_in, "rows_out": t.rows_out, "seconds": t.seconds}
-                       for t in run.timings]
+    rows = read_inputs(cfg.inputs, cfg.max_record_bytes, media_roots=cfg.media_roots)
+    return run_stages_checked(rows, stages, cfg.dataset_checks)
 
 
 def _tuples(timings: Sequence[Any]) -> list[tuple[str, int, float]]:
@@ -118,7 +119,8 @@ def release_source(cfg: RunConfig, source: RowSource, fingerprints: list[InputFi
     def report(shard_of: Mapping[str, str]) -> str:
         return render_report(dataset=cfg.dataset, version=cfg.version, counts=counts, examples=examples,
                              stage_timings=list(timings), metrics=metrics, gates=results,
-                             examples_per_code=cfg.metrics.examples_per_code, reject_shards=shard_of)
+                             examples_per_code=cfg.metrics.examples_per_code, reject_shards=shard_of,
+                             sections=dataset_checks_sections(timings))
 
     gate_json = [r.to_json() for r in results]
     if failed(results):

@@ -69,6 +69,13 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def half_fraction(text: str) -> float:
+    value = fraction(text)
+    if value > 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {value:g}")
+    return value
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -136,10 +143,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.media_pool is not None:
         from pipeline.world.bulk import generate_bulk_world
 
+        if args.dataset_faults:
+            raise UserError("--dataset-faults makes its own copies and templates; it cannot be "
+                            "combined with --media-pool (a bulk world reuses media on purpose)")
+
         summary = generate_bulk_world(Path(args.out), n=args.n, media_pool=args.media_pool,
                                       fault_rate=args.faults, seed=args.seed)
     else:
-        summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed)
+        summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed,
+                                 dataset_faults=args.dataset_faults)
     print(summary)
     return 0
 
@@ -267,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", type=fraction, default=0.1,
                    help="fraction of records with an injected fault, 0 to 1 (default 0.1)")
     p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
+    p.add_argument("--dataset-faults", type=half_fraction, default=0.0, metavar="F",
+                   help="fraction of records more that carry a template caption or are a near-duplicate "
+                        "copy (half each; expected codes in faults.tsv), 0 to 0.5 (default 0), "
+                        "e.g. --dataset-faults 0.2")
     p.add_argument("--media-pool", type=at_least(1), default=None, metavar="K",
                    help="bulk world for scale runs: N records reusing the media of a K-record world")
 

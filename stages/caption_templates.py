@@ -27,7 +27,8 @@ _NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
 _EDGE_PUNCT = " \t\n.,;:!?\"'()[]"
 TEMPLATE_DETAIL_RE = re.compile(r'^template caption ("(?:[^"\\]|\\.)*") carried by (\d+) rows')
 GROUP_SCHEMA = pa.schema([("key", pa.string()), ("ref", pa.string()), ("id", pa.string()),
-                          ("score", pa.float64()), ("emb", pa.list_(pa.float16()))])
+                          ("score", pa.float64()), ("emb", pa.list_(pa.float16())),
+                          ("image", pa.string())])
 
 
 def normalise_caption(text: str | None) -> str | None:
@@ -51,7 +52,7 @@ def template_detail(key: str, rows: int, max_uses: int, distinct_below: float,
 
 
 def explode_texts(sig: pa.Table, emb_column: str, texts: str) -> pa.Table:
-    """(key, ref, id, score, emb): one row per distinct text of each signature with an image
+    """(key, ref, id, score, emb, image): one row per distinct text of each signature with an image
     embedding; ``texts`` is ``content`` or ``all`` (content and extra captions)."""
     emb = sig[emb_column]
     keep = [i for i, ok in enumerate(emb.is_valid().to_pylist()) if ok]
@@ -66,7 +67,8 @@ def explode_texts(sig: pa.Table, emb_column: str, texts: str) -> pa.Table:
             keys.append(key)
     picked = sig.take(index)
     return pa.Table.from_arrays([pa.array(keys, pa.string()), picked["ref"], picked["id"],
-                                 picked["score"], picked[emb_column]], schema=GROUP_SCHEMA)
+                                 picked["score"], picked[emb_column], picked["image"]],
+                                schema=GROUP_SCHEMA)
 
 
 def rank_order(scores: np.ndarray, ids: list[str], refs: list[str]) -> np.ndarray:
@@ -98,5 +100,6 @@ def template_verdicts(group: pa.Table, max_uses: int, distinct_below: float) -> 
     kept_ids = [ids[int(order[p])] for p in leaders]
     detail = template_detail(group["key"][0].as_py(), group.num_rows, max_uses, distinct_below,
                              kept_ids)
+    images = group["image"].to_pylist()
     return verdict_table([refs[int(order[p])] for p in beyond], "template", ReasonCode.TEMPLATE,
-                         [detail] * len(beyond))
+                         [detail] * len(beyond), images=[images[int(order[p])] for p in beyond])

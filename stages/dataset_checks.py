@@ -143,6 +143,12 @@ def _first_vectors(column: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=mask)
 
 
+def _first_image(media: list[dict[str, object] | None] | None) -> str | None:
+    """The URI of the row's first image (as ingest resolved it), for the report's thumbnails."""
+    return next((str(ref["uri"]) for ref in media or [] if ref and ref.get("modality") == "image"
+                 and ref.get("uri")), None)
+
+
 def _pixels(media: list[dict[str, object] | None] | None) -> int:
     for ref in media or []:
         if ref and ref.get("modality") == "image":
@@ -157,24 +163,33 @@ def _require(rows: pa.Table, column: str, setting: str) -> None:
                                 f"(run the stage that writes it before dataset_checks.after)")
 
 
+def required_columns(p: DatasetChecksParams) -> list[tuple[str, str]]:
+    """(setting, column) for every column the configured checks read beyond a record's own."""
+    out = []
+    if p.templates.enabled:
+        out.append(("templates.embedding_column", p.templates.embedding_column))
+    if p.duplicates.enabled:
+        out.append(("duplicates.embedding_column", p.duplicates.embedding_column))
+        if p.duplicates.caption_threshold is not None:
+            out.append(("duplicates.text_embedding_column", p.duplicates.text_embedding_column))
+    if p.leakage.eval_sets:
+        out.append(("leakage.embedding_column", p.leakage.embedding_column))
+    if p.score_column is not None:
+        out.append(("score_column", p.score_column))
+    return out
+
+
 def check_columns(schema: pa.Schema, p: DatasetChecksParams) -> None:
     """Raise DatasetCheckError when a configured column is not in ``schema``."""
     rows = schema.empty_table()
-    if p.templates.enabled:
-        _require(rows, p.templates.embedding_column, "templates.embedding_column")
-    if p.duplicates.enabled:
-        _require(rows, p.duplicates.embedding_column, "duplicates.embedding_column")
-        if p.duplicates.caption_threshold is not None:
-            _require(rows, p.duplicates.text_embedding_column, "duplicates.text_embedding_column")
-    if p.leakage.eval_sets:
-        _require(rows, p.leakage.embedding_column, "leakage.embedding_column")
-    if p.score_column is not None:
-        _require(rows, p.score_column, "score_column")
+    for setting, column in required_columns(p):
+        _require(rows, column, setting)
 
 
 SIGNATURE_FIXED = [("ref", pa.string()), ("id", pa.string()), ("kind", pa.string()),
                    ("pixels", pa.int64()), ("score", pa.float64()),
-                   ("content_key", pa.string()), ("caption_keys", pa.list_(pa.string()))]
+                   ("content_key", pa.string()), ("caption_keys", pa.list_(pa.string())),
+                   ("image", pa.string())]
 
 
 def signature_schema(p: DatasetChecksParams) -> pa.Schema:
@@ -194,17 +209,18 @@ def signatures(rows: pa.Table, p: DatasetChecksParams) -> pa.Table:
         score = pa.array(np.full(rows.num_rows, np.nan), pa.float64())
     else:
         score = pc.fill_null(rows[p.score_column].cast(pa.float64()), math.nan)
-    contents = rows["content"].to_pylist()
+    contents, media = rows["content"].to_pylist(), rows["media"].to_pylist()
     captions = rows["captions"].to_pylist() if "captions" in rows.column_names else [None] * rows.num_rows
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "ref": pa.array(row_refs(rows["id"].to_pylist(), rows["source_ref"].to_pylist()), pa.string()),
         "id": rows["id"], "kind": rows["kind"],
-        "pixels": pa.array([_pixels(m) for m in rows["media"].to_pylist()], pa.int64()),
+        "pixels": pa.array([_pixels(m) for m in media], pa.int64()),
         "score": score,
         "content_key": pa.array([normalise_caption(c)
                                  for c in contents], pa.string()),
         "caption_keys": pa.array([[k for k in (normalise_caption(c) for c in caps or [] if c) if k]
                                   for caps in captions], pa.list_(pa.string())),
+        "image": pa.array([_first_image(m) for m in media], pa.string()),
     }
     for column in p.embedding_columns():
         columns[emb_field(column)] = _first_vectors(rows[column])

@@ -20,6 +20,7 @@ VERDICT_SCHEMA = pa.schema([
     ("code", pa.string()), ("detail", pa.string()),
     # For duplicate candidates from several bands: the kept row's rank, best first.
     ("w_pixels", pa.int64()), ("w_score", pa.float64()), ("w_id", pa.string()),
+    ("image", pa.string()),  # the row's first image, for the report (templates fill it)
 ])
 
 
@@ -41,7 +42,8 @@ def unit_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def verdict_table(refs: Sequence[str], check: str, code: ReasonCode, details: Sequence[str],
-                  winners: Sequence[tuple[int, float, str]] | None = None) -> pa.Table:
+                  winners: Sequence[tuple[int, float, str]] | None = None,
+                  images: Sequence[str | None] | None = None) -> pa.Table:
     n = len(refs)
     w = winners or [(None, None, None)] * n  # type: ignore[list-item]
     return pa.Table.from_arrays([
@@ -49,6 +51,7 @@ def verdict_table(refs: Sequence[str], check: str, code: ReasonCode, details: Se
         pa.array([PRIORITY[check]] * n, pa.int8()), pa.array([str(code)] * n, pa.string()),
         pa.array(details, pa.string()), pa.array([x[0] for x in w], pa.int64()),
         pa.array([x[1] for x in w], pa.float64()), pa.array([x[2] for x in w], pa.string()),
+        pa.array(list(images) if images is not None else [None] * n, pa.string()),
     ], schema=VERDICT_SCHEMA)
 
 

@@ -13,6 +13,11 @@ re-run starts from the last stage whose marker is there. ``key`` chains the code
 inputs (URI, size, mtime) and every stage spec up to that stage, so a changed config or input
 never reuses a stale stage. The price is that stages no longer stream into each other.
 
+With a ``dataset_checks:`` section the stages up to ``after`` are staged first (in a sibling
+``.staging-<version>-<hex>`` folder, or their checkpoint), the dataset-level checks read them
+(``pipeline.run.dataset_checks``), and the verdicts stream into the stages after ``after``; those
+are not checkpointed (a resumed run redoes them).
+
 While a stage writes, a thread logs rows written so far and rows/s every
 ``XMODAL_PROGRESS_INTERVAL_S`` seconds (default 30): that is what a job's log shows, where Ray
 Data's progress bars (a terminal's) are not drawn.
@@ -282,6 +287,22 @@ def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec],
     return plan[-1]
 
 
+def _checked(p: Any, before_uri: str, rest: Sequence[StageSpec], stats_name: str | None) -> tuple[Any, dict[str, Any]]:
+    """The rows staged under ``before_uri`` with the dataset-level verdicts applied, then the
+    stages ``rest``, lazily; and the checks' timing entry (the verdicts are computed here)."""
+    import ray.data
+
+    from pipeline.run.dataset_checks import checks_timing, dataset_checks_on_ray
+
+    fs, path = filesystem_for(before_uri)
+    t0 = time.perf_counter()
+    ds, summary = dataset_checks_on_ray(ray.data.read_parquet(path, filesystem=fs), p)
+    timing = checks_timing(count_parquet_rows(before_uri), time.perf_counter() - t0, summary)
+    for spec in rest:
+        ds = _apply(ds, spec, stats_name)
+    return ds, timing
+
+
 def run_stages_on_ray(
     cfg: RunConfig, staging_uri: str, stages: Sequence[StageSpec] | None = None, *, checkpoint_uri: str | None = None
 ) -> list[dict[str, Any]]:
@@ -305,24 +326,40 @@ def run_stages_on_ray(
             return "unavailable"
         return ", ".join(f"{n} {int(snap[n][2])}/{int(snap[n][1])}" for n in order if n in snap)
 
+    from pipeline.run.dataset_checks import split_at_after
+
+    checks, split, checked = cfg.dataset_checks, split_at_after(order, cfg.dataset_checks), None
+    before = f"{staging_uri.rstrip('/').rsplit('/', 1)[0]}/.staging-{cfg.version}-{uuid.uuid4().hex[:8]}"
     try:
         if root is None:
             ds = _ingest(cfg)
-            for spec in specs:
+            for spec in specs[:split]:
                 ds = _apply(ds, spec, stats_name)
+            if checks is not None:
+                _write_stage(ds, before, f"stages up to {checks.after}", progress)
+                ds, checked = _checked(checks, before, specs[split:], stats_name)
             _write_stage(ds, staging_uri, "all stages", progress)
         else:
-            last = run_checkpointed(cfg, root, specs, stats_name)
-            _copy_dir(last.data_uri, staging_uri)
+            last = run_checkpointed(cfg, root, specs[:split], stats_name)
+            if checks is None:
+                _copy_dir(last.data_uri, staging_uri)
+            else:
+                ds, checked = _checked(checks, last.data_uri, specs[split:], stats_name)
+                _write_stage(ds, staging_uri, "dataset checks and the stages after them", progress)
         snap = read_stats(actor)
         if snap is None:
             log.warning("per-stage statistics were lost (their actor died); the rows are all staged")
         timings = timings_from(snap, order) if snap is not None else []
+        if checked is not None:
+            timings.insert(min(split, len(timings)), checked)
     finally:
         try:
             ray.kill(actor)
         except ray.exceptions.RayError:
             pass
+        fs, path = filesystem_for(before)
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
     for t in timings:
         log.info("stage %s: %d rows in, %d out, %.1f s in the stage", t["stage"], t["rows_in"], t["rows_out"],
                  t["seconds"])
