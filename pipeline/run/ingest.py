@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import ValidationError
 
-from access.io import parent_uri, read_bytes
+from access.io import filesystem_for, parent_uri, read_bytes
 from access.paths import MediaPathError, MediaPolicy
 from pipeline.run.json_record import DEFAULT_MAX_NESTING_DEPTH, RecordError, parse_json_record
 from pipeline.run.parquet_records import iter_parquet_records, parquet_record_count
@@ -279,12 +279,24 @@ def mark_duplicate_ids(table: pa.Table) -> pa.Table:
 
 def fingerprint_input(uri: str) -> tuple[int, str, int]:
     """``(bytes, sha256, records)`` of one manifest; ``records`` counts exactly the rows that
-    :func:`read_manifest` produces for it, which is what the release reconciles against."""
+    :func:`read_manifest` produces for it, which is what the release reconciles against. A
+    JSON-lines manifest is streamed (the driver never holds it); a Parquet one is counted by its
+    footer."""
     import hashlib
 
-    data = read_bytes(uri)
     if uri.endswith(".parquet"):
-        records = parquet_record_count(data)  # by the footer, unreadable row groups included
-    else:
-        records = sum(1 for line in data.split(b"\n") if line.strip())
-    return len(data), hashlib.sha256(data).hexdigest(), records
+        data = read_bytes(uri)
+        # by the footer, unreadable row groups included
+        return len(data), hashlib.sha256(data).hexdigest(), parquet_record_count(data)
+    fs, path = filesystem_for(uri)
+    digest, size, records, pending = hashlib.sha256(), 0, 0, False  # pending: the open line has text
+    with fs.open_input_stream(path) as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            *ended, last = chunk.split(b"\n")
+            for part in ended:
+                records += pending or bool(part.strip())
+                pending = False
+            pending = pending or bool(last.strip())
+    return size, digest.hexdigest(), records + pending

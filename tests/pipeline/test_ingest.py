@@ -93,3 +93,22 @@ def test_manifest_from_s3(s3_bucket: str, tmp_path: Path) -> None:
     table = read_manifest(f"s3://{s3_bucket}/in/m.jsonl")
     assert table["status"].to_pylist() == ["ok"]
     assert table["manifest_root"][0].as_py() == f"s3://{s3_bucket}/in"
+
+
+def test_fingerprint_streams_and_counts_lines_across_chunk_boundaries(tmp_path: Path) -> None:
+    import hashlib
+    import random
+
+    rng = random.Random(7)
+    pieces = []
+    for i in range(12000):  # ~3 MB: lines, blank lines and whitespace-only lines across 1 MiB reads
+        line = b'{"id": "x%d", "pad": "%s"}' % (i, b"y" * rng.randrange(2000))
+        pieces.append(rng.choice([b"", b"  \t", b"\r", line]))
+    data = b"\n".join(pieces) + b"   "  # no final newline, a whitespace-only tail
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(data)
+    assert len(data) > 2 * 2**20
+    expected = sum(1 for line in data.split(b"\n") if line.strip())
+    assert fingerprint_input(str(path)) == (len(data), hashlib.sha256(data).hexdigest(), expected)
+    path.write_bytes(data + b"\n{}")  # a last line without its newline still counts
+    assert fingerprint_input(str(path))[2] == expected + 1
