@@ -77,17 +77,17 @@ class RaySource:
                 yield batch
 
     def sorted_batches(self, prepare: BlockFn, keys: Sequence[str]) -> Iterator[pa.Table]:
-        ds = self._read().map_batches(_named("release_prepare", prepare), batch_format="pyarrow",
-                                      batch_size=None, num_cpus=NUM_CPUS)
-        # the sort's partition count comes from the context when Ray cannot estimate the input's
-        # blocks (a Parquet folder): give it the same few partitions per CPU
+        # The sort's partition count comes from the context when Ray cannot estimate the input's
+        # blocks (a Parquet folder): the same few partitions per CPU. A dataset copies the
+        # context when it is created, so it is set before the read.
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
         saved = ctx.default_hash_shuffle_parallelism
         ctx.default_hash_shuffle_parallelism = _partitions()
         try:
-            ds = ds.sort(list(keys))
-            yield from ds.iter_batches(batch_format="pyarrow", batch_size=self.batch_rows)
+            ds = self._read().map_batches(_named("release_prepare", prepare), batch_format="pyarrow",
+                                          batch_size=None, num_cpus=NUM_CPUS).sort(list(keys))
         finally:
             ctx.default_hash_shuffle_parallelism = saved
+        yield from ds.iter_batches(batch_format="pyarrow", batch_size=self.batch_rows)
