@@ -149,8 +149,11 @@ def lint_content(
                 return Violation("wrong_modality", f"{tok} inside the {open_mod} span at offset {m.start()}")
             if body_kind == "pad":
                 return Violation("mixed_body", f"{tok} mixed with pad tokens in the {open_mod} span")
-            if int(num) >= vocab.get(modality, DEFAULT_VOCAB):
-                return Violation("vocab", f"token id {num} >= {modality} vocab {vocab.get(modality, DEFAULT_VOCAB)}")
+            size = vocab.get(modality, DEFAULT_VOCAB)
+            # By length first: int() refuses a literal of 4,300+ digits (and a long one is over anyway).
+            if len(num) > len(str(size)) or int(num) >= size:
+                shown = num if len(num) <= 24 else f"{num[:12]}...({len(num)} digits)"
+                return Violation("vocab", f"token id {shown} >= {modality} vocab {size}")
             body_kind, count = "token", count + 1
             continue
         name = m.group("name")

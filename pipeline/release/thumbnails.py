@@ -57,7 +57,9 @@ def boxed_thumbnail_png(row: Mapping[str, Any], size: int = 192) -> bytes | None
     for i, box in enumerate(boxes):
         if len(box) != 4 or not all(np.isfinite(box)):
             continue
-        x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
+        # OpenCV takes int32 points: a coordinate far outside the image (1e30, 2^63) is drawn the
+        # same when clipped to a few image sizes around it, and no longer raises.
+        x1, y1, x2, y2 = (int(round(float(np.clip(v * scale, -4 * size, 4 * size)))) for v in box)
         colour = _bgr(box_colour(i))
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         label = labels[i] if i < len(labels) else ""

@@ -34,9 +34,11 @@ from schemas.records import ROW_SCHEMA, STATUS_OK, STATUS_REJECTED, Record
 INGEST_STAGE = "ingest"
 # A line an importer wrote for an input sample it could not map (``pipeline.interchange``):
 # ``{"id", "kind", ..., "import_reject": {"code": SCHEMA|MEDIA, "detail": ...}}`` becomes a row
-# rejected at stage ``import`` with that code and detail.
+# rejected at stage ``import`` with that code and detail. Any other ``import_reject`` object (a
+# missing detail, another code, more keys) is a SCHEMA reject at ``ingest`` naming the field.
 IMPORT_REJECT_FIELD = "import_reject"
 IMPORT_STAGE = "import"
+_IMPORT_CODES = (str(ReasonCode.SCHEMA), str(ReasonCode.MEDIA))
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
 _ID_SALVAGE = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_-]{1,128})"')
 _KIND_SALVAGE = re.compile(rb'"kind"\s*:\s*"(object|segment|document|text)"')
@@ -81,8 +83,11 @@ def _validated_row(obj: object, raw: bytes, where: str, root: str, fallback_id: 
         )
     marker = obj.get(IMPORT_REJECT_FIELD)
     if isinstance(marker, dict):
-        code = ReasonCode.MEDIA if marker.get("code") == ReasonCode.MEDIA else ReasonCode.SCHEMA
-        return _rejected_row(raw, where, f"{where}: {marker.get('detail')}", root, fallback_id, code, IMPORT_STAGE)
+        code, detail = marker.get("code"), marker.get("detail")
+        if set(marker) != {"code", "detail"} or code not in _IMPORT_CODES or not isinstance(detail, str) or not detail:
+            return _rejected_row(raw, where, f"{where}: {IMPORT_REJECT_FIELD}: not an importer's reject "
+                                 f'(expected {{"code": SCHEMA or MEDIA, "detail": text}})', root, fallback_id)
+        return _rejected_row(raw, where, f"{where}: {detail}", root, fallback_id, ReasonCode(code), IMPORT_STAGE)
     try:
         record = Record.model_validate(obj)
     except ValidationError as err:
