@@ -10,16 +10,27 @@ records, ``n`` and seed give the same lines. Nothing generated points outside th
 folder by an absolute path or names a network scheme, so a fuzz run reads no file it was not
 given and waits on no network.
 
+``mutated_parquet(records, n, seed)`` is the Parquet twin: ``n`` rows with the same value
+mutations (no byte damage: a Parquet column holds one type, so a value the file cannot hold is
+written as null), in row groups of ``row_group_size``, then the bytes of a few column chunks
+damaged (``damaged_groups`` row groups, chosen by the seed and returned): a corrupt page.
+
 May import: nothing of ``pipeline``.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.records import RECORD_FIELDS
 
 INTS = [0, -1, 1, 2**31 - 1, 2**31, -(2**31) - 1, 2**53 + 1, 2**63 - 1, 2**63, -(2**63) - 1, 2**64, 10**30]
 FLOATS = [float("nan"), float("inf"), float("-inf"), 1e308, -0.0, 5e-324, 0.5, -3.25]
@@ -118,12 +129,18 @@ def _damage(rng: random.Random, line: bytes) -> bytes:
     return line[:pos] + line[pos + rng.randint(1, 16) :]  # delete a span
 
 
+def mutate_values(rng: random.Random, record: dict[str, Any], times: int) -> dict[str, Any]:
+    """A copy of ``record`` with ``times`` value mutations (``record`` is left unchanged)."""
+    out = copy.deepcopy(record)
+    for _ in range(times):
+        _mutate_value(rng, out)
+    return out
+
+
 def mutate_record(rng: random.Random, record: dict[str, Any]) -> bytes:
     """One hostile line made from ``record`` (left unchanged)."""
-    out = copy.deepcopy(record)
     structural = rng.choice([0, 1, 1, 1, 2, 3])
-    for _ in range(structural):
-        _mutate_value(rng, out)
+    out = mutate_values(rng, record, structural)
     line = _dumps(rng, out)
     if structural == 0 or rng.random() < 0.15:
         line = _damage(rng, line)
@@ -131,12 +148,70 @@ def mutate_record(rng: random.Random, record: dict[str, Any]) -> bytes:
     return line if line.strip() else b"x"
 
 
+def _numbered(rng: random.Random, records: Sequence[dict[str, Any]], i: int) -> dict[str, Any]:
+    record = rng.choice(records)
+    if isinstance(record.get("id"), str):
+        record = {**record, "id": f"{record['id']}-m{i}"}
+    return record
+
+
 def mutate_records(records: Sequence[dict[str, Any]], n: int, seed: int) -> Iterator[bytes]:
     """``n`` hostile lines from ``records``, deterministic for a seed. Each line's id gets the
     suffix ``-m<i>`` first, so that a record left valid is not a duplicate of another."""
     rng = random.Random(seed)
     for i in range(n):
-        record = rng.choice(records)
-        if isinstance(record.get("id"), str):
-            record = {**record, "id": f"{record['id']}-m{i}"}
-        yield mutate_record(rng, record)
+        yield mutate_record(rng, _numbered(rng, records, i))
+
+
+def _widened(t: pa.DataType) -> pa.DataType:
+    """The record type with int32 widened to int64, so that a file can hold 2^31 in ``width``."""
+    if pa.types.is_int32(t):
+        return pa.int64()
+    if pa.types.is_list(t):
+        return pa.list_(_widened(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([(t.field(i).name, _widened(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+PARQUET_SCHEMA = pa.schema([pa.field(f.name, _widened(f.type)) for f in RECORD_FIELDS])
+_FIT_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeError)
+
+
+def _fit(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as :data:`PARQUET_SCHEMA` can hold it: a field it cannot is null (absent). Each
+    value is the one Arrow reads back (pyarrow takes ``[]`` for a struct alone, but not among
+    dicts; its read-back, a struct of nulls, is a value any column holds)."""
+    out: dict[str, Any] = {}
+    for field in PARQUET_SCHEMA:
+        try:
+            out[field.name] = pa.array([row.get(field.name)], type=field.type).to_pylist()[0]
+        except _FIT_ERRORS:
+            continue
+    return out
+
+
+def _damage_chunks(data: bytes, rng: random.Random, groups: list[int]) -> bytes:
+    """Overwrite bytes inside one column chunk of each row group in ``groups``."""
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    out = bytearray(data)
+    for g in groups:
+        chunk = meta.row_group(g).column(rng.randrange(meta.num_columns))
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        size = chunk.total_compressed_size
+        for _ in range(rng.randint(1, 8)):
+            out[start + rng.randrange(size)] = rng.randrange(256)
+    return bytes(out)
+
+
+def mutated_parquet(records: Sequence[dict[str, Any]], n: int, seed: int, *, row_group_size: int = 64,
+                    damaged_groups: int = 2) -> tuple[bytes, list[int]]:
+    """A Parquet manifest of ``n`` mutated rows and the row groups whose bytes were damaged."""
+    rng = random.Random(seed)
+    rows = [_fit(mutate_values(rng, _numbered(rng, records, i), rng.choice([1, 1, 2, 3]))) for i in range(n)]
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), buf, row_group_size=row_group_size,
+                   compression="zstd")
+    n_groups = -(-n // row_group_size)
+    groups = sorted(rng.sample(range(n_groups), min(damaged_groups, n_groups)))
+    return _damage_chunks(buf.getvalue(), rng, groups), groups
