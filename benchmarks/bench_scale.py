@@ -45,6 +45,44 @@ def _vm_hwm_kib() -> int:
     return -1
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+class _AnonPeak:
+    """Peak of the driver's private memory (``RssAnon``), sampled every 0.1 s in a thread.
+
+    ``VmHWM`` also counts the pages of Ray's shared-memory object store that the driver has
+    touched (``RssShmem``, a view of objects that live in the store, not the driver's own
+    memory); ``RssAnon`` is what the driver itself holds."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self.trace: list[tuple[float, int]] = []  # (seconds, RssAnon KiB) every 2 s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.wait(0.1):
+            now = _status_kib("RssAnon")
+            self.peak = max(self.peak, now)
+            t = time.perf_counter() - t0
+            if not self.trace or t - self.trace[-1][0] >= 2:
+                self.trace.append((round(t, 1), now))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _status_kib("RssAnon"))
+
+
 def child(config: str) -> None:
     """Run one build; print its figures as one JSON line."""
     import pyarrow.parquet as pq
@@ -53,10 +91,12 @@ def child(config: str) -> None:
     from pipeline.run.config import load_config
 
     cfg = load_config(config)
+    anon = _AnonPeak()
     t0 = time.perf_counter()
     result = run_config(cfg)
     wall = time.perf_counter() - t0
     hwm = _vm_hwm_kib()
+    anon_peak = anon.stop()
     release_dir = Path(result.uri)
     shards = [release_dir / s["path"] for s in result.manifest["shards"] if s["format"] == "parquet"]
     rows = sum(pq.read_metadata(p).num_rows for p in shards)
@@ -69,7 +109,8 @@ def child(config: str) -> None:
             pq.write_table(table, f"{tmp}/{i}.parquet", compression="zstd")
         pyarrow_s = time.perf_counter() - t1
     print("CHILD " + json.dumps({
-        "wall_s": wall, "driver_hwm_kib": hwm, "records": result.manifest["counts"]["input_records"],
+        "wall_s": wall, "driver_hwm_kib": hwm, "driver_anon_kib": anon_peak, "anon_trace": anon.trace,
+        "records": result.manifest["counts"]["input_records"],
         "rows": rows, "release_s": result.seconds.get("release"), "release_parts": result.seconds,
         "pyarrow_s": pyarrow_s, "stage_timings": result.manifest["stage_timings"]}), flush=True)
 
@@ -92,7 +133,8 @@ def run_size(work: Path, n: int, cpus: int, env: dict[str, str]) -> dict[str, An
     line = next(x for x in proc.stdout.splitlines() if x.startswith("CHILD "))
     out = json.loads(line[len("CHILD "):])
     print(f"N={n:>9,} cpus={cpus}: {out['wall_s']:8.1f} s  {out['records'] / out['wall_s']:8.1f} records/s  "
-          f"driver peak {out['driver_hwm_kib'] / 1024:7.0f} MiB  release {out['release_s']:6.1f} s "
+          f"driver peak {out['driver_hwm_kib'] / 1024:7.0f} MiB (own {out['driver_anon_kib'] / 1024:5.0f} MiB)  "
+          f"release {out['release_s']:6.1f} s "
           f"({out['rows']:,} rows; pyarrow alone {out['pyarrow_s']:.2f} s)", flush=True)
     for t in out["stage_timings"]:
         per_row = 1000 * t["seconds"] / max(1, t["rows_in"])
