@@ -24,6 +24,7 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+MIN_FPS, MAX_FPS = 0.01, 10_000.0  # one frame per 100 s .. high-speed cameras
 
 Micros = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Count32 = Annotated[StrictInt, Field(gt=0, le=INT32_MAX)]
@@ -45,7 +46,8 @@ class MediaRef(_Strict):
     height: Count32 | None = None
     orientation: Literal["canonical", "mirrored"] | None = None
     sample_rate: Count32 | None = None
-    fps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    # a frame rate a video can have: 5e-324 passed ``gt=0`` and overflowed the segment features
+    fps: Annotated[float, Field(ge=MIN_FPS, le=MAX_FPS, allow_inf_nan=False)] | None = None
     duration_us: Micros | None = None
     num_tokens: Count32 | None = None
     features_path: StrictStr | None = None

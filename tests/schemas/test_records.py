@@ -49,3 +49,12 @@ def test_errors_name_the_field(patch: dict[str, object], field: str) -> None:
         Record.model_validate({**base, **patch})
     locs = [".".join(str(p) for p in e["loc"]) for e in err.value.errors()]
     assert field in locs
+
+
+@pytest.mark.parametrize("fps", [5e-324, 0.001, 1e6, 0.0, -1.0])
+def test_a_frame_rate_no_video_has_is_a_schema_error_naming_fps(fps: float) -> None:
+    from schemas.records import MediaRef
+
+    with pytest.raises(ValidationError, match="fps"):
+        MediaRef(modality="video", uri="v.mp4", fps=fps)
+    assert MediaRef(modality="video", uri="v.mp4", fps=25.0).fps == 25.0
