@@ -172,7 +172,8 @@ def agreement(first: list[Event], second: list[Event], tolerance_us: int,
 
 def describe(agreed: Agreement, first: str, second: str, tolerance_us: int) -> str:
     """``2 of 3 audio events match the video's 3 (start and end within 0.075 s)``."""
-    return (f"{agreed.matched} of {agreed.first} {first} events match the {second}'s "
+    owner = f"{second}'" if second.endswith("s") else f"{second}'s"
+    return (f"{agreed.matched} of {agreed.first} {first} events match the {owner} "
             f"{agreed.second} (start and end within {tolerance_us / US:.3f} s)")
 
 
@@ -218,3 +219,17 @@ def subtitle_verdict(agreed: Agreement, against: str, max_offset_us: int, tolera
                        + f" (offset {-agreed.lag_us} us, tolerance {max_offset_us / US:.2f} s; "
                        f"{measured})")
     return None
+
+
+def audio_odd_one_out(heard: Agreement, seen: Agreement, max_offset_us: int, tolerance_us: int
+                      ) -> Verdict | None:
+    """LOW_SCORE naming the audio when the subtitles match the video (``seen``, within
+    ``max_offset_us``) but not the audio (``heard``): audio from another clip whose events
+    happen to fall near the video's (a similar rhythm) passes the audio-video check, and the
+    subtitles tell which stream is foreign. Both agreements have the subtitles second."""
+    if heard.agrees or not seen.agrees or abs(seen.lag_us) > max_offset_us:
+        return None
+    return Verdict(ReasonCode.LOW_SCORE, "audio does not belong to its video: the subtitles match"
+                   f" the video ({describe(seen, 'video', 'subtitles', tolerance_us)}) but not the"
+                   f" audio (at its best lag, {heard.lag_us / US:+.2f} s, "
+                   f"{describe(heard, 'audio', 'subtitles', tolerance_us)})")

@@ -18,7 +18,9 @@ in this order, and rejects on the first failure:
 5. the subtitles mark the clip's events (``subtitle_events``): each subtitle starts and ends
    with an audio event (the video's where the audio has none) at one common lag, within
    tolerance -> ``ERR_CROSS_MDL_LOW_SCORE`` when they match at no lag (subtitles from another
-   clip), ``ERR_CROSS_MDL_TEMPORAL`` with the offset otherwise.
+   clip; or, when the subtitles match the video but not the audio, audio from another clip that
+   passed check 4 by a similar rhythm: the detail then names the audio),
+   ``ERR_CROSS_MDL_TEMPORAL`` with the offset otherwise.
 
 Produces ``av_offset_us`` (positive: audio lags the video), ``av_offset_score`` (the normalised
 correlation at that lag) and ``av_event_match`` (matched events over the longer event list; null
@@ -39,6 +41,7 @@ from stages.av_correspondence import (
     EventSettings,
     agreement,
     audio_events,
+    audio_odd_one_out,
     av_verdict,
     correlation_at,
     subtitle_events,
@@ -265,7 +268,11 @@ class SegmentChecks(Stage):
                 return verdict, offset
         events, against = (heard, "audio") if heard else (seen, "video")
         if p.subtitle_events and subtitles and events:
-            agreed = agreement(events, subtitle_events(subtitles), p.event_tolerance_us,
-                               p.max_lag_us)
+            cues = subtitle_events(subtitles)
+            agreed = agreement(events, cues, p.event_tolerance_us, p.max_lag_us)
             verdict = subtitle_verdict(agreed, against, p.max_offset_us, p.event_tolerance_us)
+            if verdict and verdict.code == ReasonCode.LOW_SCORE and heard and seen:
+                verdict = audio_odd_one_out(
+                    agreed, agreement(seen, cues, p.event_tolerance_us, p.max_lag_us),
+                    p.max_offset_us, p.event_tolerance_us) or verdict
         return verdict, offset
