@@ -81,16 +81,17 @@ def evaluate(model_dir: Path, seed: int, n: int = EVAL_CLIPS, stage: Any = None)
             "describes": {k: np.asarray(v) for k, v in describes.items()}}
 
 
-def measure(out_dir: Path) -> dict[str, Any]:
-    """The card's measured fields: thresholds on the validation clips (``THRESHOLD_QUANTILE``
-    of clean pairs under them), then R@1 and clean / mismatched pair scores on the test clips.
+def measure(out_dir: Path, clips: int = EVAL_CLIPS) -> dict[str, Any]:
+    """The card's measured fields: thresholds on ``clips`` validation clips
+    (``THRESHOLD_QUANTILE`` of clean pairs under them), then R@1 and clean / mismatched pair
+    scores on ``clips`` test clips.
     A mismatch that still describes the clip (a neighbour with the same pitches) is left out of
     its rejection rate and counted apart."""
     from access.models import file_sha256
 
     stage = load_scorer(out_dir)
-    val = evaluate(out_dir, VALIDATION_SEED, stage=stage)
-    test = evaluate(out_dir, TEST_SEED, stage=stage)
+    val = evaluate(out_dir, VALIDATION_SEED, clips, stage=stage)
+    test = evaluate(out_dir, TEST_SEED, clips, stage=stage)
     threshold = float(np.quantile(val["scores"]["clean"], THRESHOLD_QUANTILE))
     content_threshold = float(np.quantile(val["scores"]["clean_content"], THRESHOLD_QUANTILE))
     clean = test["scores"]["clean"]
@@ -128,6 +129,7 @@ def measure(out_dir: Path) -> dict[str, Any]:
 def write_card(out_dir: Path, **facts: Any) -> dict[str, Any]:
     """The card: training facts, then what :func:`measure` finds."""
     config = json.loads((out_dir / "config.json").read_text())
+    clips = int(facts.get("eval_clips", EVAL_CLIPS))
     card = {
         "model": "xmodal demo CLAP (transformers ClapModel, trained on the sample world's "
                  "tone bursts)",
@@ -144,12 +146,13 @@ def write_card(out_dir: Path, **facts: Any) -> dict[str, Any]:
                        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                        "max_position_embeddings")},
                    "projection_dim": config.get("projection_dim")},
-        **measure(out_dir),
+        **measure(out_dir, clips),
         "reproduce": [
             f"xmodal train-demo-clap --out models/demo-clap --steps {facts['steps']} "
             f"--batch {facts['batch']} --seed {facts['seed']} --threads {facts['threads']} "
             f"--text-negatives {facts['text_negatives']} "
-            f"--audio-negatives {facts['audio_negatives']:g} --lr {facts['lr']:g}"],
+            f"--audio-negatives {facts['audio_negatives']:g} --lr {facts['lr']:g}"
+            + (f" --eval-clips {clips}" if clips != EVAL_CLIPS else "")],
         "input": "16 kHz mono, first 8 s (decode_media audio_sample_rate 16000); the "
                  "ClapFeatureExtractor settings are in processor_config.json",
     }

@@ -146,8 +146,9 @@ def embed(model: Any, features: Any, tokens: dict[str, Any]) -> tuple[Any, Any]:
 
 def train(out_dir: Path, steps: int = 1200, batch: int = 48, seed: int = 0, threads: int = 2,
           text_negatives: int = 3, audio_negatives: float = 0.5, lr: float = 1e-3,
-          log_every: int = 50) -> dict[str, Any]:
-    """Train the demo CLAP, write the checkpoint under ``out_dir`` and return its card."""
+          log_every: int = 50, eval_clips: int = 400) -> dict[str, Any]:
+    """Train the demo CLAP, write the checkpoint under ``out_dir`` and return its card (measured
+    on ``eval_clips`` validation and as many test clips)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -205,7 +206,8 @@ def train(out_dir: Path, steps: int = 1200, batch: int = 48, seed: int = 0, thre
     processor.save_pretrained(str(out_dir))
     return write_card(out_dir, seed=seed, steps=steps, batch=batch, threads=threads,
                       text_negatives=text_negatives, audio_negatives=audio_negatives, lr=lr,
-                      train_s=train_s, hardware=f"CPU, {threads} threads ({os.cpu_count()} cores)")
+                      train_s=train_s, hardware=f"CPU, {threads} threads ({os.cpu_count()} cores)",
+                      eval_clips=eval_clips)
 
 
 def cmd_train_demo_clap(args: argparse.Namespace) -> int:
@@ -213,7 +215,7 @@ def cmd_train_demo_clap(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     card = train(Path(args.out), steps=args.steps, batch=args.batch, seed=args.seed,
                  threads=args.threads, text_negatives=args.text_negatives,
-                 audio_negatives=args.audio_negatives, lr=args.lr)
+                 audio_negatives=args.audio_negatives, lr=args.lr, eval_clips=args.eval_clips)
     print(json.dumps({k: v for k, v in card.items() if k != "config"}, indent=2))
     return 0
 
@@ -232,3 +234,5 @@ def register_cli(add: Any) -> None:
     p.add_argument("--audio-negatives", type=float, default=0.5,
                    help="share of clips that also get an edited audio (default 0.5)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--eval-clips", type=int, default=400,
+                   help="held-out clips for the card, validation and test each (default 400)")
