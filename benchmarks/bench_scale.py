@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,10 @@ def run_size(work: Path, n: int, cpus: int, env: dict[str, str]) -> dict[str, An
         "dataset": "scale", "version": f"n{n}-c{cpus}", "inputs": [str(world / "manifest.jsonl")],
         "ray": {"num_cpus": cpus, "temp_dir": str(work / f"ray-{n}-{cpus}")},
         "stages": STAGES, "release": {"output": str(work / "releases"), "overwrite": True, "jsonl": False}}))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_scale", "--child", str(config)], env=env,
+    # Ray's CPU count is logical: tasks of 0.5 CPU on "1 CPU" still run on every core. The
+    # child and every Ray process it starts are pinned to ``cpus`` cores, so the ratio is real.
+    pin = ["taskset", "-c", f"0-{cpus - 1}"] if shutil.which("taskset") and cpus < (os.cpu_count() or 1) else []
+    proc = subprocess.run([*pin, sys.executable, "-m", "benchmarks.bench_scale", "--child", str(config)], env=env,
                           stdout=subprocess.PIPE, text=True, check=True)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("CHILD "))
     out = json.loads(line[len("CHILD "):])

@@ -245,8 +245,12 @@ def _ingest(cfg: RunConfig) -> Any:
     blocks = [b.to_json() for u in cfg.inputs for b in plan_blocks(u, cfg.ray.lines_per_block)]
     log.info("ingest: %d manifest(s) in %d block(s)", len(cfg.inputs), len(blocks))
     ds = ray.data.from_items(blocks, override_num_blocks=len(blocks))
+    # A task per block: fused with the first stage, ingest would take that stage's batch size
+    # (e.g. 256) as its input bundle, so every block description of a manifest went into ONE
+    # task and one output block, and every later stage ran on one core. A concurrency of its
+    # own (a different compute strategy) keeps ingest from fusing.
     return ds.map_batches(named(ParseBlocks, "ingest")(cfg.max_record_bytes, cfg.media_roots), batch_format="pyarrow",
-                          batch_size=1, num_cpus=0.5)
+                          batch_size=1, num_cpus=0.5, concurrency=max(1, len(blocks)))
 
 
 def stage_callable(spec: StageSpec, stats_name: str | None = None) -> Any:
