@@ -35,10 +35,6 @@ class ReleaseError(RuntimeError):
     """The release cannot be published (exists, lint failed, counts do not reconcile)."""
 
 
-def _pieces(data: bytes | Iterable[bytes]) -> Iterable[bytes]:
-    return [data] if isinstance(data, bytes) else data
-
-
 class LocalDestination:
     """A version built in a hidden sibling directory and renamed into place at commit."""
 

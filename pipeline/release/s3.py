@@ -207,12 +207,17 @@ class Publisher:
         self.stats.bytes_uploaded += len(data)
 
     # ---- files ----------------------------------------------------------------------------
-    def upload_file(self, f: LocalFile, key: str) -> None:
+    def _already_there(self, rel: str, key: str, size: int, etag: str) -> bool:
+        """Whether ``key`` holds these bytes (same size and ETag); counted as a skipped file."""
         remote = self.head(key)
-        if remote is not None and remote.get("ContentLength") == f.size \
-                and str(remote.get("ETag", "")).strip('"') == f.md5_etag:
-            self.stats.files_skipped += 1
-            self.progress(f"skip {f.rel} (already uploaded)")
+        if remote is None or remote.get("ContentLength") != size or str(remote.get("ETag", "")).strip('"') != etag:
+            return False
+        self.stats.files_skipped += 1
+        self.progress(f"skip {rel} (already uploaded)")
+        return True
+
+    def upload_file(self, f: LocalFile, key: str) -> None:
+        if self._already_there(f.rel, key, f.size, f.md5_etag):
             return
         if f.size < self.settings.multipart_threshold:
             self.put(key, f.path.read_bytes(), _content_type(f.rel))
@@ -260,11 +265,7 @@ class Publisher:
     def upload_bytes(self, rel: str, key: str, data: bytes) -> None:
         """``data`` to ``key`` (in parts from the multipart threshold); skipped when the key
         already holds these bytes, so that a repeated streamed release resumes."""
-        remote = self.head(key)
-        if remote is not None and remote.get("ContentLength") == len(data) \
-                and str(remote.get("ETag", "")).strip('"') == bytes_etag(data, self.settings):
-            self.stats.files_skipped += 1
-            self.progress(f"skip {rel} (already uploaded)")
+        if self._already_there(rel, key, len(data), bytes_etag(data, self.settings)):
             return
         if len(data) < self.settings.multipart_threshold:
             self.put(key, data, _content_type(rel))

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,8 +206,7 @@ def write_release_stream(
     if partial.media_count:
         raise ReleaseError(partial.media_first[0])
     dest: LocalDestination | S3Destination
-    if is_s3(root):
-        check_can_release(root, dataset, version, overwrite)
+    if is_s3(root):  # refuses an existing version itself (one HEAD of its manifest)
         dest = S3Destination(root, dataset, version, overwrite, upload)
     else:
         dest = LocalDestination(root, dataset, version, overwrite)
@@ -283,14 +281,13 @@ def _timing_json(t: Any) -> dict[str, Any]:
 
 
 def _write_s3_release(source: RowSource, gathered: Gathered, *, root: str, dataset: str, version: str,
-                      overwrite: bool, upload: Any, build_dir: str | None, **kwargs: Any) -> ReleaseResult:
+                      overwrite: bool, upload: Any, build_dir: str, **kwargs: Any) -> ReleaseResult:
     """Build in ``build_dir``, then upload; the build is removed after a complete upload and kept
     (its path is in the error) after a failed one, so that the upload can be resumed."""
     from pipeline.release.publish import PublishError, UploadSettings, publish_directory
 
     check_can_release(root, dataset, version, overwrite)
-    local_root = build_dir or os.path.join(tempfile.gettempdir(), "xmodal-build")  # (always given)
-    built = write_release_stream(source, gathered, root=local_root, dataset=dataset, version=version,
+    built = write_release_stream(source, gathered, root=build_dir, dataset=dataset, version=version,
                                  overwrite=True, **kwargs)
     uri = f"{root.rstrip('/')}/{dataset}/{version}"
     try:
