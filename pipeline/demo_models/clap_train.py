@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.demo_models import clap_data
+from pipeline.demo_models.losses import multi_positive_nll
 
 TEXT_MAX_LENGTH = 64
 FEATURES: dict[str, Any] = {
@@ -114,16 +115,6 @@ def draw_batch(seed: int, step: int, size: int, text_negatives: int, audio_negat
     return np.stack(clips + hard_clips), all_texts, positive
 
 
-def _multi_positive_nll(logits: Any, positive: Any) -> Any:
-    """Mean over rows with a positive of -log(sum of positive softmax mass)."""
-    import torch
-
-    rows = positive.any(dim=1)
-    logits, positive = logits[rows], positive[rows]
-    masked = logits.masked_fill(~positive, float("-inf"))
-    return (torch.logsumexp(logits, 1) - torch.logsumexp(masked, 1)).mean()
-
-
 def _balanced_bce(logits: Any, positive: Any) -> Any:
     """Sigmoid loss with the positive and the negative pairs weighted alike: it calibrates an
     absolute threshold without the many negatives drowning the contrastive term."""
@@ -180,8 +171,8 @@ def train(out_dir: Path, steps: int = 1200, batch: int = 48, seed: int = 0, thre
         logits = model.logit_scale_a.exp() * cos
         # audio -> text over every text, text -> audio over every clip (the edited clips are
         # the hard negatives of this direction)
-        contrastive = (_multi_positive_nll(logits, positive)
-                       + _multi_positive_nll(logits.T, positive.T)) / 2
+        contrastive = (multi_positive_nll(logits, positive)
+                       + multi_positive_nll(logits.T, positive.T)) / 2
         calibration = _balanced_bce(sigmoid[0].exp() * cos + sigmoid[1], positive)
         loss = contrastive + calibration
         opt.zero_grad(set_to_none=True)

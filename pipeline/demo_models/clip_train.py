@@ -34,6 +34,7 @@ from pipeline.demo_models.clip_data import (
     stream,
 )
 from pipeline.demo_models.clip_eval import write_card
+from pipeline.demo_models.losses import multi_positive_nll
 
 # Patch 8: at patch 16 a small shape is a few pixels of one patch and the model learnt colour
 # but not shape (shape-swapped captions scored as high as true ones).
@@ -53,13 +54,6 @@ def load_demo_clip(model_dir: Path) -> tuple[Any, Any]:
 
 
 # ---- training ---------------------------------------------------------------------------------
-def _multi_positive_nll(logits: Any, positive: Any) -> Any:
-    import torch
-
-    masked = logits.masked_fill(~positive, float("-inf"))
-    return (torch.logsumexp(logits, 1) - torch.logsumexp(masked, 1)).mean()
-
-
 def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, threads: int = 2,
           negatives: int = 3, init: Path | None = None, log_every: int = 100,
           device: str = "cpu", workers: int = 0, image_size: int = IMAGE_SIZE,
@@ -124,8 +118,8 @@ def train(out_dir: Path, steps: int = 3000, batch: int = 64, seed: int = 0, thre
             text_features = model.encode_text(tokens.to(device, non_blocking=True))
         cos = F.normalize(image_features.float(), dim=-1) @ F.normalize(text_features.float(), dim=-1).T
         logits = model.logit_scale.exp() * cos
-        contrastive = (_multi_positive_nll(logits, positive)
-                       + _multi_positive_nll(logits[:, :batch].T, positive[:, :batch].T)) / 2
+        contrastive = (multi_positive_nll(logits, positive)
+                       + multi_positive_nll(logits[:, :batch].T, positive[:, :batch].T)) / 2
         calibration = F.binary_cross_entropy_with_logits(
             sigmoid[0].exp() * cos + sigmoid[1], positive.float(), reduction="sum") / batch
         loss = contrastive + calibration
