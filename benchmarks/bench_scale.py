@@ -39,13 +39,6 @@ STAGES = ["placeholder_lint", "media_check", "object_boxes", "object_anchor", "o
 MEDIA_POOL = 200
 
 
-def _vm_hwm_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return -1
-
-
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -96,7 +89,7 @@ def child(config: str) -> None:
     t0 = time.perf_counter()
     result = run_config(cfg)
     wall = time.perf_counter() - t0
-    hwm = _vm_hwm_kib()
+    hwm = _status_kib("VmHWM")
     anon_peak = anon.stop()
     release_dir = Path(result.uri)
     shards = [release_dir / s["path"] for s in result.manifest["shards"] if s["format"] == "parquet"]
