@@ -75,6 +75,31 @@ def clip_texts(row: dict[str, Any], segment_text: str) -> list[str]:
     return [text] * len(audio_positions)
 
 
+def audio_clips(column: pa.ChunkedArray) -> list[list[np.ndarray] | None]:
+    """``decoded_audio`` as float32 arrays per row, read from Arrow's buffers (views, never Python
+    floats: a row is ~10^5 samples per clip): None for a null row, NaN for a null sample and a
+    NaN scalar for a null clip, as ``np.asarray(..., np.float32)`` of the Python values gives."""
+    out: list[list[np.ndarray] | None] = []
+    for chunk in column.chunks:
+        clips = chunk.values  # the chunk's clips, from offsets[0] to offsets[-1]
+        samples = clips.values.to_numpy(zero_copy_only=False)  # nulls become NaN
+        if samples.dtype != np.float32:
+            samples = samples.astype(np.float32)
+        row_at = chunk.offsets.to_numpy()
+        clip_at = clips.offsets.to_numpy()
+        null_rows = chunk.is_null().to_numpy(zero_copy_only=False)
+        null_clips = clips.is_null().to_numpy(zero_copy_only=False) if clips.null_count else None
+        for i in range(len(chunk)):
+            if null_rows[i]:
+                out.append(None)
+                continue
+            out.append([np.full((), np.nan, np.float32)
+                        if null_clips is not None and null_clips[j]
+                        else samples[clip_at[j]:clip_at[j + 1]]
+                        for j in range(row_at[i], row_at[i + 1])])
+    return out
+
+
 class ClapScore(Stage):
     """CLAP scores and embeddings (see the module docstring)."""
 
@@ -132,7 +157,7 @@ class ClapScore(Stage):
                 feats.append(model.text_projection(pooled).float())
         return unit_features(torch.cat(feats), p.max_feature_norm)
 
-    def _at_model_rate(self, clip: list[float], rate: int | None) -> np.ndarray:
+    def _at_model_rate(self, clip: np.ndarray, rate: int | None) -> np.ndarray:
         audio = np.asarray(clip, np.float32)
         want = self.bundle.sampling_rate
         if rate and rate != want and np.isfinite(audio).all():
@@ -147,17 +172,17 @@ class ClapScore(Stage):
 
     def process(self, rows: pa.Table) -> pa.Table:
         p: ClapScoreParams = self.params  # type: ignore[assignment]
-        data = rows.select(["kind", "content", "subtitles", "items", "media",
-                            *AUDIO_COLUMNS]).to_pylist()
+        data = rows.select(["kind", "content", "subtitles", "items", "media"]).to_pylist()
+        decoded, rates = audio_clips(rows["decoded_audio"]), rows["decoded_audio_rate"].to_pylist()
         clips: list[np.ndarray] = []
         texts: dict[str, int] = {}
         plan: list[tuple[list[int], list[int]] | None] = []
         verdicts: list[Verdict | None] = [None] * len(data)
         for i, row in enumerate(data):
-            if not row["decoded_audio"]:
+            if not decoded[i]:
                 plan.append(None)
                 continue
-            audio = [self._at_model_rate(c, row["decoded_audio_rate"]) for c in row["decoded_audio"]]
+            audio = [self._at_model_rate(c, rates[i]) for c in decoded[i] or []]
             if not all(np.isfinite(a).all() and a.size for a in audio):
                 verdicts[i] = Verdict(ReasonCode.FUSION, "audio has non-finite or no samples")
                 plan.append(None)
