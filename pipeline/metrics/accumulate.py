@@ -9,14 +9,15 @@ what is sampled:
 - a seeded fixed-size sample (bottom-k by ``sha1(seed:id:source_ref)``, the same rows whatever
   the block layout): retrieval R@K over at most ``recall_max_images`` kept image-caption pairs
   (its size, seed and the number of candidates are in the metrics), the similarity, continuity
-  and difficulty distributions and plots over at most :data:`SAMPLE_ROWS` rows each.
+  and difficulty distributions and plots over at most :data:`SAMPLE_ROWS` rows each
+  (``pipeline.metrics.samples``);
+- the audio-text (CLAP) metric apart from the image-text ones (``pipeline.metrics.audio_text``).
 
 A release smaller than the samples gives exactly the values of the whole table.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,43 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.metrics import summaries as m
+from pipeline.metrics.audio_text import AudioTextAccumulator
 from pipeline.metrics.entailment import ConflictCounts, image_conflicts
 from pipeline.metrics.retrieval import rate
+from pipeline.metrics.samples import HASH, SAMPLE_ROWS, bottom, concat, mask, narrow, ordered, row_hashes
 from pipeline.run.config import MetricsConfig
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK
-
-SAMPLE_ROWS = 20_000
-HASH = "_h"
-
-
-def row_hashes(table: pa.Table, seed: int) -> pa.Array:
-    ids = table["id"].to_pylist()
-    refs = table["source_ref"].to_pylist() if "source_ref" in table.schema.names else [""] * len(ids)
-    return pa.array([int.from_bytes(hashlib.sha1(f"{seed}:{i}:{r}".encode()).digest()[:8], "big")
-                     for i, r in zip(ids, refs, strict=True)], pa.uint64())
-
-
-def _bottom(table: pa.Table | None, k: int) -> pa.Table | None:
-    if table is None or table.num_rows <= k:
-        return table
-    order = pc.sort_indices(table, sort_keys=[(HASH, "ascending"), ("id", "ascending")])
-    return table.take(order.slice(0, k))
-
-
-def _concat(a: pa.Table | None, b: pa.Table | None) -> pa.Table | None:
-    if a is None or b is None:
-        return a if b is None else b
-    return pa.concat_tables([a, b], promote_options="permissive")
-
-
-def _narrow(table: pa.Table, names: Sequence[str | None]) -> pa.Table:
-    keep = [n for n in dict.fromkeys(names) if n is not None and n in table.schema.names]
-    return table.select(keep)
-
-
-def _mask(table: pa.Table, expr: Any) -> pa.Table:
-    return table.filter(pc.fill_null(expr, False))
 
 
 class MetricsAccumulator:
@@ -87,6 +58,7 @@ class MetricsAccumulator:
         self.neg_batches: dict[str, list[int]] = {}  # batch -> [scored, dropped]
         self.neg_scored = [0, 0]
         self.swap_below = [0, 0]
+        self.audio = AudioTextAccumulator(self.cfg.recall_max_images)
 
     # ---- one block ------------------------------------------------------------------------
     def add(self, table: pa.Table) -> MetricsAccumulator:
@@ -99,19 +71,19 @@ class MetricsAccumulator:
         table = table.append_column(HASH, row_hashes(table, self.seed))
         ok = pc.fill_null(pc.equal(table["status"], STATUS_OK), False)
         roots = pc.is_null(table["parent_id"])
-        rejected_roots = _mask(table, pc.and_(roots, pc.invert(ok)))
+        rejected_roots = mask(table, pc.and_(roots, pc.invert(ok)))
         self.roots_rejected_by_code.update(rejected_roots["reject_code"].to_pylist())
         image_col, text_cols = m.find_embedding_columns(table.schema, cfg)
-        kept = _mask(table, ok)
-        kept_roots = _mask(kept, pc.is_null(kept["parent_id"]))
+        kept = mask(table, ok)
+        kept_roots = mask(kept, pc.is_null(kept["parent_id"]))
         if image_col is not None and text_cols:
-            pairs = _mask(kept_roots, pc.is_in(kept_roots["kind"], pa.array(cfg.retrieval_kinds, pa.string())))
+            pairs = mask(kept_roots, pc.is_in(kept_roots["kind"], pa.array(cfg.retrieval_kinds, pa.string())))
             self.retrieval_candidates += pairs.num_rows
-            self.retrieval = _bottom(_concat(self.retrieval, _narrow(pairs, ["id", "kind", image_col, *text_cols,
+            self.retrieval = bottom(concat(self.retrieval, narrow(pairs, ["id", "kind", image_col, *text_cols,
                                                                              HASH])), cfg.recall_max_images)
-        self.kept = _bottom(_concat(self.kept, _narrow(kept, ["id", m.CONTINUITY_COLUMN, HASH])), SAMPLE_ROWS)
+        self.kept = bottom(concat(self.kept, narrow(kept, ["id", m.CONTINUITY_COLUMN, HASH])), SAMPLE_ROWS)
         sim_cols = [cfg.similarity_column, *m.SIMILARITY_COLUMNS, image_col, *(text_cols[:1])]
-        self.everything = _bottom(_concat(self.everything, _narrow(table, ["id", "status", *sim_cols, HASH])),
+        self.everything = bottom(concat(self.everything, narrow(table, ["id", "status", *sim_cols, HASH])),
                                   SAMPLE_ROWS)
         k, a = chair_totals(table)
         if self.chair_kept is None:
@@ -121,12 +93,13 @@ class MetricsAccumulator:
             self.chair_all.add(a)
         self._add_entailment(kept_roots)
         self._add_negatives(table)
+        self.audio.add(table)
         return self
 
     def _add_entailment(self, kept_roots: pa.Table) -> None:
         from stages.object_lexicon import caption_texts
 
-        objects = _mask(kept_roots, pc.equal(kept_roots["kind"], "object"))
+        objects = mask(kept_roots, pc.equal(kept_roots["kind"], "object"))
         cols = [c for c in ("id", "content", "captions", "boxes") if c in objects.schema.names]
         for batch in objects.select(cols).to_batches(max_chunksize=1024):
             for row in batch.to_pylist():
@@ -139,7 +112,7 @@ class MetricsAccumulator:
 
         if m.NEGATIVE_TYPE_COLUMN not in table.schema.names:
             return
-        negs = _mask(table, pc.is_valid(table[m.NEGATIVE_TYPE_COLUMN]))
+        negs = mask(table, pc.is_valid(table[m.NEGATIVE_TYPE_COLUMN]))
         if negs.num_rows == 0:
             return
         kept = np.asarray(pc.fill_null(pc.equal(negs["status"], STATUS_OK), False))
@@ -164,7 +137,7 @@ class MetricsAccumulator:
         if {"positive_similarity", "negative_similarity"} <= set(negs.schema.names):
             rule = pc.or_(pc.starts_with(negs[m.NEGATIVE_TYPE_COLUMN], "replace_"),
                           pc.starts_with(negs[m.NEGATIVE_TYPE_COLUMN], "swap_"))
-            pairs = _mask(negs, rule)
+            pairs = mask(negs, rule)
             pos = pc.cast(pairs["positive_similarity"], pa.float64()).to_numpy(zero_copy_only=False)
             neg = pc.cast(pairs["negative_similarity"], pa.float64()).to_numpy(zero_copy_only=False)
             both = np.isfinite(pos) & np.isfinite(neg)
@@ -172,17 +145,17 @@ class MetricsAccumulator:
             self.swap_below[1] += int((neg[both] < pos[both]).sum())
         wanted = ["id", "status", "reject_code", m.NEGATIVE_TYPE_COLUMN, *m.DIFFICULTY_COLUMNS,
                   "positive_similarity", "negative_similarity", HASH]
-        self.negatives = _bottom(_concat(self.negatives, _narrow(negs, wanted)), SAMPLE_ROWS)
+        self.negatives = bottom(concat(self.negatives, narrow(negs, wanted)), SAMPLE_ROWS)
 
     # ---- merging ------------------------------------------------------------------------------
     def merge(self, other: MetricsAccumulator) -> MetricsAccumulator:
         self.rows += other.rows
         self.roots_rejected_by_code.update(other.roots_rejected_by_code)
         self.retrieval_candidates += other.retrieval_candidates
-        self.retrieval = _bottom(_concat(self.retrieval, other.retrieval), self.cfg.recall_max_images)
-        self.kept = _bottom(_concat(self.kept, other.kept), SAMPLE_ROWS)
-        self.everything = _bottom(_concat(self.everything, other.everything), SAMPLE_ROWS)
-        self.negatives = _bottom(_concat(self.negatives, other.negatives), SAMPLE_ROWS)
+        self.retrieval = bottom(concat(self.retrieval, other.retrieval), self.cfg.recall_max_images)
+        self.kept = bottom(concat(self.kept, other.kept), SAMPLE_ROWS)
+        self.everything = bottom(concat(self.everything, other.everything), SAMPLE_ROWS)
+        self.negatives = bottom(concat(self.negatives, other.negatives), SAMPLE_ROWS)
         if other.chair_kept is not None:
             if self.chair_kept is None:
                 self.chair_kept, self.chair_all = other.chair_kept, other.chair_all
@@ -199,15 +172,10 @@ class MetricsAccumulator:
             mine[1] += d
         self.neg_scored = [self.neg_scored[0] + other.neg_scored[0], self.neg_scored[1] + other.neg_scored[1]]
         self.swap_below = [self.swap_below[0] + other.swap_below[0], self.swap_below[1] + other.swap_below[1]]
+        self.audio.merge(other.audio)
         return self
 
     # ---- the metrics -------------------------------------------------------------------------
-    def _ordered(self, table: pa.Table | None) -> pa.Table | None:
-        """A sample in a layout-independent order (hash, then id)."""
-        if table is None:
-            return None
-        return table.take(pc.sort_indices(table, sort_keys=[(HASH, "ascending"), ("id", "ascending")]))
-
     def finish(self, counts: Mapping[str, Any], stage_timings: Sequence[tuple[str, int, float]] = ()
                ) -> m.ReleaseMetrics:
         cfg = self.cfg
@@ -217,7 +185,7 @@ class MetricsAccumulator:
         by_code = sorted(self.roots_rejected_by_code.items())
         out.values["rejects"] = {"input_records": n, "total_rate": rate(rejected, n),
                                  "rate_by_code": {c: rate(k, n) for c, k in by_code}}
-        retrieval = self._ordered(self.retrieval)
+        retrieval = ordered(self.retrieval)
         if retrieval is None:
             out.skipped["retrieval"] = ("no image and text embedding columns in the table (run the "
                                         "clip_score stage, or set metrics.image_embedding_column)")
@@ -230,17 +198,18 @@ class MetricsAccumulator:
                 out.values["retrieval"]["sample"] = {"size": retrieval.num_rows, "seed": self.seed,
                                                      "candidates": self.retrieval_candidates,
                                                      "max": cfg.recall_max_images}
-        everything = self._ordered(self.everything)
+        everything = ordered(self.everything)
         if everything is not None:
             ok = np.asarray(pc.fill_null(pc.equal(everything["status"], STATUS_OK), False))
             m.similarity_metrics(everything, ok, cfg, out)
         if self.kept is not None:
-            m.continuity_metrics(self._ordered(self.kept), out)
+            m.continuity_metrics(ordered(self.kept), out)
         else:
             out.skipped["continuity"] = f"no {m.CONTINUITY_COLUMN} column (run the segment_align stage)"
         m.hallucination_metrics(self.chair_kept, self.chair_all, out)
         m.entailment_metrics(self.conflicts, out)
         self._finish_negatives(out)
+        self.audio.finish(out.values, out.skipped, out.plots, self.seed, cfg.recall_ks)
         out.values["throughput"] = [
             {"stage": name, "rows_in": rows, "seconds": round(sec, 4),
              "rows_per_s": round(rows / sec, 1) if sec > 0 else None}
@@ -249,7 +218,7 @@ class MetricsAccumulator:
         return out
 
     def _finish_negatives(self, out: m.ReleaseMetrics) -> None:
-        sample = self._ordered(self.negatives)
+        sample = ordered(self.negatives)
         if sample is None or not self.neg_counts["rows"]:
             out.skipped["negatives"] = "no negative pairs in the table"
             return

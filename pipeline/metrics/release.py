@@ -8,6 +8,8 @@ block by block and ``pipeline.metrics.summaries`` for each summary):
 - ``hallucination``: CHAIR-i / CHAIR-s (``stages.object_hallucination.chair_totals``);
 - ``entailment``: caption-pair conflicts (``pipeline.metrics.entailment``);
 - ``negatives``: difficulty distribution and false-negative rate of negative pairs;
+- ``audio_text``: ``clap_score`` kept vs rejected and audio-text R@k over a seeded sample of
+  kept clips (``pipeline.metrics.audio_text``);
 - ``rejects``: reject rates by code over the input records; ``throughput``: per stage.
 
 Each metric is computed when its inputs exist and is otherwise listed under ``skipped`` with the

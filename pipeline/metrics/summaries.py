@@ -6,7 +6,7 @@ reason (e.g. recall without embedding columns), so the report can say why it is 
 
 - ``retrieval``: R@k image->text and text->image over the kept rows' embeddings (a fixed sample
   beyond ``recall_max_images``), and per pool of ``batch_images`` images;
-- ``similarity``: the image-text similarity of kept vs rejected rows;
+- ``similarity``: the image-text similarity of kept vs rejected rows (never ``clap_score``);
 - ``continuity``: the distribution of ``continuity_tau`` (segment alignment);
 - ``hallucination``: CHAIR-i / CHAIR-s (``stages.object_hallucination.chair_totals``);
 - ``entailment``: caption-pair conflicts (``pipeline.metrics.entailment``);
@@ -38,7 +38,8 @@ from pipeline.run.config import MetricsConfig
 from schemas.reason_codes import ReasonCode
 from schemas.records import STATUS_OK
 
-SIMILARITY_COLUMNS = ("clip_score", "clip_similarity", "similarity", "clap_score")
+# image-text scores only: clap_score (audio-text) is the audio_text metric's (pipeline.metrics.audio_text)
+SIMILARITY_COLUMNS = ("clip_score", "clip_similarity", "similarity")
 DIFFICULTY_COLUMNS = ("negative_difficulty", "negative_similarity", "negative_score",
                       "hard_negative_score")
 CONTINUITY_COLUMN = "continuity_tau"
@@ -61,6 +62,8 @@ class PlotData:
     difficulty_dropped: np.ndarray | None = None
     swap_clean: np.ndarray | None = None
     swap_mismatched: np.ndarray | None = None
+    clap_kept: np.ndarray | None = None
+    clap_rejected: np.ndarray | None = None
 
 
 @dataclass

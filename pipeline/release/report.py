@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from pipeline.metrics.release import ReleaseMetrics
 from pipeline.release import plots
+from pipeline.release.report_audio import audio_text_section
 from pipeline.release.summary import summarise
 from pipeline.release.thumbnails import boxed_thumbnail_png
 from schemas.records import STATUS_OK
@@ -342,7 +343,7 @@ def render_report(
     parts = [
         f"<h1>{_e(dataset)} {_e(version)}</h1>", status,
         _gates_section(gates), _counts_section(counts), _rejects_section(counts, m, first_example),
-        _retrieval_section(m), _similarity_section(m), _object_section(m),
+        _retrieval_section(m), _similarity_section(m), audio_text_section(m), _object_section(m),
         _distribution_section("continuity", "Temporal continuity (segments)", "continuity",
                               m.plots.continuity if m else None, m, "Kendall tau, subtitle vs aligned order",
                               (-1.0, 1.0)),

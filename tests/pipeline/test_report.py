@@ -22,6 +22,7 @@ from pipeline.release.report import render_report
 from pipeline.release.writer import reconcile, reject_shard_map
 from pipeline.run.config import GatesConfig
 from schemas.records import ROW_SCHEMA
+from stages.scoring import EMB_TYPE
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -29,7 +30,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def full_table() -> pa.Table:
     """Object rows with float16 embeddings (one rejected for a low score), segment rows with a
-    continuity score, negatives with a difficulty and one false negative, and other rejects."""
+    continuity score and CLAP embeddings, negatives with a difficulty and one false negative, and
+    other rejects."""
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(30, 16))
     specs = []
@@ -48,8 +50,10 @@ def full_table() -> pa.Table:
             "image_embedding": img.astype(np.float16).tolist(), "text_embedding": txt.astype(np.float16).tolist(),
         })
     for i in range(8):
+        clip = centres[i] + rng.normal(scale=0.5, size=(2, 16))
         specs.append({"id": f"seg-{i}", "kind": "segment", "content": "s", "continuity_tau": 1.0 - 0.1 * i,
-                      "status": "ok"})
+                      "status": "ok", "clap_score": 0.1 * i, "clap_audio_emb": clip[:1].astype(np.float16).tolist(),
+                      "clap_text_emb": clip[1:].astype(np.float16).tolist()})
         specs.append({"id": f"seg-{i}-neg", "kind": "segment", "content": "s", "parent_id": f"seg-{i}",
                       "negative_type": "temporal_shift", "negative_similarity": 0.1 * i,
                       "status": "rejected" if i == 7 else "ok",
@@ -62,7 +66,8 @@ def full_table() -> pa.Table:
         [{k: v for k, v in s.items() if k in ROW_SCHEMA.names} | {"source": "t", "license": "CC0-1.0"}
          for s in specs], schema=ROW_SCHEMA)
     extra = {"image_embedding": pa.list_(pa.float16()), "text_embedding": pa.list_(pa.float16()),
-             "continuity_tau": pa.float64(), "negative_type": pa.string(), "negative_similarity": pa.float64()}
+             "continuity_tau": pa.float64(), "negative_type": pa.string(), "negative_similarity": pa.float64(),
+             "clap_score": pa.float32(), "clap_audio_emb": EMB_TYPE, "clap_text_emb": EMB_TYPE}
     for name, typ in extra.items():
         base = base.append_column(name, pa.array([s.get(name) for s in specs], typ))
     return base
@@ -84,18 +89,18 @@ def report() -> tuple[str, dict]:
 
 def test_every_metric_has_its_section_and_plot(report: tuple[str, dict]) -> None:
     page, values = report
-    for key in ("retrieval", "similarity", "continuity", "hallucination", "entailment", "negatives"):
+    for key in ("retrieval", "similarity", "audio_text", "continuity", "hallucination", "entailment", "negatives"):
         assert key in values
     for heading in ("Quality gates", "Rejects by code", "Cross-modal retrieval", "Image-text similarity, kept vs "
-                    "rejected", "Hallucination (CHAIR)", "Caption conflicts (entailment)",
+                    "rejected", "Audio-text (CLAP)", "Hallucination (CHAIR)", "Caption conflicts (entailment)",
                     "Temporal continuity (segments)", "Negative pairs", "Per-stage throughput",
                     "Example rejected rows"):
         assert f">{heading}</h2>" in page
     alts = re.findall(r"<img alt='([^']+)'", page)
     # rejected input records and dropped derived rows (negative candidates) are charted apart
     assert alts == ["rejected input records by reason code", "dropped derived rows by reason code",
-                    "similarity matrix", "similarity", "Temporal continuity (segments)", "negative difficulty",
-                    "throughput"]
+                    "similarity matrix", "similarity", "CLAP score, kept vs rejected", "Temporal continuity (segments)",
+                    "negative difficulty", "throughput"]
     assert "Not measured" not in page
     assert "class='fail'>FAIL</span>" in page  # r_at_1_min 0.99 cannot pass
     assert "red circle vs blue circle" in page  # obj-03's captions disagree on the colour
@@ -145,4 +150,4 @@ def test_report_opens_offline_in_headless_chromium(report: tuple[str, dict], tmp
     widths = re.search(r'data-widths="([^"]*)"', dom)
     assert widths, "the load event did not run"
     decoded = [int(w) for w in widths.group(1).split(",")]
-    assert len(decoded) == 7 and all(w > 100 for w in decoded)
+    assert len(decoded) == 8 and all(w > 100 for w in decoded)
