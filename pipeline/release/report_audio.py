@@ -1,19 +1,44 @@
 """The report's "Audio-text (CLAP)" section: ``clap_score`` of kept vs rejected input records
 (histogram and quantiles) and the audio-text R@k table, from ``metrics.audio_text``
-(``pipeline.metrics.audio_text``), or the reason it was not measured.
+(``pipeline.metrics.audio_text``), or the reason it was not measured. Self-contained (its own
+small HTML helpers, as ``report.py``'s): ``report.py`` imports it, not the other way round.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+from collections.abc import Sequence
 from typing import Any
 
 from pipeline.metrics.release import ReleaseMetrics
 from pipeline.release import plots
 
 
-def audio_text_section(metrics: ReleaseMetrics | None) -> str:
-    from pipeline.release.report import _e, _fmt, _img, _skip, _table  # report.py imports this module
+def _e(value: Any) -> str:
+    return html.escape(str(value))
 
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _skip(metrics: ReleaseMetrics | None, key: str) -> str:
+    reason = "metrics were not computed" if metrics is None else metrics.skipped.get(key)
+    return f"<p class='note'>Not measured: {_e(reason)}.</p>" if reason else ""
+
+
+def audio_text_section(metrics: ReleaseMetrics | None) -> str:
     out = "<h2 id='audio-text'>Audio-text (CLAP)</h2>"
     a: dict[str, Any] | None = metrics.values.get("audio_text") if metrics else None
     if not a or metrics is None:
