@@ -143,15 +143,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.media_pool is not None:
         from pipeline.world.bulk import generate_bulk_world
 
-        if args.dataset_faults:
-            raise UserError("--dataset-faults makes its own copies and templates; it cannot be "
-                            "combined with --media-pool (a bulk world reuses media on purpose)")
+        if args.dataset_faults or args.eval_set:
+            raise UserError("--dataset-faults and --eval-set make their own copies and templates; they "
+                            "cannot be combined with --media-pool (a bulk world reuses media on purpose)")
 
         summary = generate_bulk_world(Path(args.out), n=args.n, media_pool=args.media_pool,
                                       fault_rate=args.faults, seed=args.seed)
     else:
-        summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed,
-                                 dataset_faults=args.dataset_faults)
+        try:
+            summary = generate_world(Path(args.out), n=args.n, fault_rate=args.faults, seed=args.seed,
+                                     dataset_faults=args.dataset_faults, eval_set=args.eval_set)
+        except ValueError as err:  # e.g. an evaluation set too large to stay unlike the world
+            raise UserError(str(err)) from None
     print(summary)
     return 0
 
@@ -283,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of records more that carry a template caption or are a near-duplicate "
                         "copy (half each; expected codes in faults.tsv), 0 to 0.5 (default 0), "
                         "e.g. --dataset-faults 0.2")
+    p.add_argument("--eval-set", type=at_least(0), default=0, metavar="N",
+                   help="also write an evaluation set of N held-out object records to OUT/eval/manifest.jsonl "
+                        "and plant copies of a quarter of them in the manifest (expected code in "
+                        "faults.tsv, the evaluation row in OUT/eval/leaks.tsv), e.g. --eval-set 40")
     p.add_argument("--media-pool", type=at_least(1), default=None, metavar="K",
                    help="bulk world for scale runs: N records reusing the media of a K-record world")
 

@@ -1,5 +1,7 @@
-"""The report's "Dataset-level checks" section: rows rejected by each check and the top template
-captions with their counts and thumbnails of a few rejected uses.
+"""The report's "Dataset-level checks" section: rows rejected by each check, the top template
+captions with their counts and thumbnails of a few rejected uses, and the evaluation leakage
+per evaluation set (rows, found by image or by caption, a few rows with the evaluation row each
+copies).
 
 It reads the summary the run put in the ``dataset_checks`` entry of its stage timings
 (``pipeline.run.dataset_checks.summarise_verdicts``); a run without the checks has no section.
@@ -40,6 +42,26 @@ def _thumbs(images: Sequence[str]) -> str:
     return "".join(out) or "-"
 
 
+def _leakage(summary: Mapping[str, Any]) -> str:
+    """The evaluation-leakage table: one row per evaluation set with leaked rows (none when the
+    run had no leakage check or found nothing)."""
+    sets = summary.get("leakage")
+    if not isinstance(sets, Mapping) or not sets:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("evaluation set", "rows", "by image", "by caption",
+                                             "examples (row &rarr; evaluation row)"))
+    body = "".join(
+        f"<tr><td>{_e(name)}</td><td>{int(s.get('rows', 0))}</td><td>{int(s.get('by_image', 0))}</td>"
+        f"<td>{int(s.get('by_caption', 0))}</td><td class='wrap'>"
+        + (", ".join(f"{_e(x.get('id'))} &rarr; {_e(name)}/{_e(x.get('eval_id'))} ({_e(x.get('by'))})"
+                     for x in s.get("examples") or []) or "-")
+        + "</td></tr>"
+        for name, s in sets.items() if isinstance(s, Mapping))
+    return ("<h3>Evaluation leakage</h3><p>Rows that copy a row of an evaluation set (an image "
+            "cosine of at least <code>leakage.threshold</code>, or one of its captions verbatim): "
+            f"rejected, <code>{ReasonCode.DUPLICATE}</code>.</p><table><tr>{head}</tr>{body}</table>")
+
+
 def dataset_checks_sections(stage_timings: Sequence[Any]) -> list[str]:
     """The section's HTML (one fragment), or none when the run had no dataset-level checks."""
     summary = checks_summary(stage_timings)
@@ -51,6 +73,7 @@ def dataset_checks_sections(stage_timings: Sequence[Any]) -> list[str]:
            f"template uses (<code>{ReasonCode.TEMPLATE}</code>), {rejected.get('duplicate', 0)} "
            f"near-duplicates and {rejected.get('leakage', 0)} copies of evaluation rows "
            f"(<code>{ReasonCode.DUPLICATE}</code>); each detail names the kept or evaluation row.</p>")
+    out += _leakage(summary)
     templates = summary.get("templates") or []
     if not templates:
         return [out + "<p class='note'>No template caption was found.</p>"]

@@ -8,7 +8,8 @@ Both paths do the same four steps with the same functions, so they give the same
    leakage through ``map_batches`` against the evaluation indexes, which one Ray task reads;
 3. the verdicts (rejected rows only) are materialised; the driver holds their object refs and
    a small summary one task makes of them (:func:`summarise_verdicts`: rows per check, the top
-   templates with counts and a few images), which the report shows;
+   templates with counts and a few images, leakage rows per evaluation set with examples),
+   which the report shows;
 4. the rows are streamed once more through actors that hold the merged verdicts and reject
    the rows they name (``apply_verdicts``): the row count never changes, rows already rejected
    and fan-out rows pass through untouched.
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
-from pipeline.run.eval_sets import load_eval_indexes
+from pipeline.run.eval_sets import leakage_summary, load_eval_indexes
 from stages.base import Stage
 from stages.caption_templates import TEMPLATE_DETAIL_RE, explode_texts, template_verdicts
 from stages.dataset_checks import DatasetCheckError, DatasetChecksParams, check_columns, emb_field, signatures
@@ -94,7 +95,7 @@ def iter_groups(table: pa.Table, key: str) -> Iterator[pa.Table]:
 def summarise_verdicts(tables: Sequence[pa.Table], top: int = TOP_TEMPLATES) -> Summary:
     """What the report shows of the merged verdicts: rejected rows per check and the ``top``
     templates by the rows that carry them (caption, rows, rejected, kept ids, a few images of
-    rejected uses)."""
+    rejected uses) and the leakage rows per evaluation set (``eval_sets.leakage_summary``)."""
     merged = merge_verdicts(tables)
     by_check = Counter(merged["check"].to_pylist())
     templates: dict[str, dict[str, Any]] = {}
@@ -112,7 +113,8 @@ def summarise_verdicts(tables: Sequence[pa.Table], top: int = TOP_TEMPLATES) -> 
             entry["images"].append(image)
     ranked = sorted(templates.values(), key=lambda t: (-t["rows"], t["caption"]))
     return {"rejected": {c: by_check.get(c, 0) for c in ("template", "duplicate", "leakage")},
-            "templates_total": len(templates), "templates": ranked[:top]}
+            "templates_total": len(templates), "templates": ranked[:top],
+            "leakage": leakage_summary(merged)}
 
 
 def _summarise_refs(refs: list[Any]) -> Summary:

@@ -4,11 +4,19 @@
 - a directory with ``manifest.json`` (a release version, local or ``s3://``): its kept rows,
   ``data/*.parquet``, with their stored embeddings;
 - a Parquet file that has the embedding column (staged rows, ``xmodal stage`` output): as is;
-- any other manifest (JSONL or Parquet records): its valid records, captions only (a manifest
-  carries no embeddings, so only caption copies are found).
+- any other manifest (JSONL or Parquet records): its valid records; a manifest carries no
+  embeddings, so with ``embedding_column: image_fingerprint`` (model-free) its images are
+  fingerprinted here (``stages.image_fingerprint`` with its default parameters, media resolved
+  under the manifest's folder as at ingest) and image copies are found too; with any other
+  column only caption copies are found.
+
+:func:`leakage_summary` is what the run's summary (and the report) shows of the leakage
+verdicts: rows per evaluation set and a few examples.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +32,13 @@ from schemas.records import STATUS_OK
 from stages.caption_templates import normalise_caption
 from stages.dataset_checks import DatasetChecksParams, EvalSet
 from stages.dataset_verdicts import unit_matrix
+from stages.image_fingerprint import ImageFingerprint
 from stages.near_duplicates import EvalIndex, word_count
 
 _TEXT_COLUMNS = ("id", "content", "captions")
+FINGERPRINT_COLUMN = ImageFingerprint.output_fields[0].name
+_FINGERPRINT_BATCH = 256
+EXAMPLES_PER_SET = 5
 
 
 class EvalSetError(UserError):
@@ -56,7 +68,14 @@ def _read_rows(es: EvalSet, emb_column: str) -> pa.Table:
                 table = table.filter(pc.fill_null(pc.equal(table["status"], STATUS_OK), False))
             return table
     rows = read_manifest(es.path)
-    return rows.filter(pc.equal(rows["status"], STATUS_OK)).select(["id", "content", "captions"])
+    rows = rows.filter(pc.equal(rows["status"], STATUS_OK))
+    if emb_column != FINGERPRINT_COLUMN:
+        return rows.select(list(_TEXT_COLUMNS))
+    # An image that cannot be fingerprinted leaves its row without a vector (captions still count).
+    stage = ImageFingerprint()
+    table = pa.concat_tables([stage(rows.slice(start, _FINGERPRINT_BATCH))
+                              for start in range(0, max(rows.num_rows, 1), _FINGERPRINT_BATCH)])
+    return table.select([*_TEXT_COLUMNS, FINGERPRINT_COLUMN])
 
 
 def _comparable(vector: list[float] | None) -> bool:
@@ -92,3 +111,31 @@ def load_eval_indexes(p: DatasetChecksParams) -> list[EvalIndex]:
     """Every configured evaluation set, in config order."""
     lp = p.leakage
     return [eval_index(es, lp.embedding_column, lp.caption_min_words) for es in lp.eval_sets]
+
+
+def leak_of(detail: str) -> tuple[str, str, str] | None:
+    """(evaluation set, evaluation row, ``image`` or ``caption``) of a leakage verdict's detail
+    (``stages.near_duplicates.leakage_verdicts``), or None for another detail."""
+    head, sep, tail = detail.rpartition(" of evaluation set '")
+    _, row_sep, eval_id = head.rpartition("evaluation row ")
+    if not sep or not row_sep or "'" not in tail:
+        return None
+    return tail.split("'", 1)[0], eval_id, "image" if detail.startswith("near-duplicate") else "caption"
+
+
+def leakage_summary(merged: pa.Table, per_set: int = EXAMPLES_PER_SET) -> dict[str, Any]:
+    """Of merged verdicts (one per row, sorted by ref): rows per evaluation set, and per set
+    the first ``per_set`` rows as ``{"id", "eval_id", "by"}`` (``by``: image or caption)."""
+    leaks = merged.filter(pc.equal(merged["check"], "leakage")) if merged.num_rows else merged
+    by_set: dict[str, dict[str, Any]] = {}
+    for ref, detail in zip(leaks["ref"].to_pylist(), leaks["detail"].to_pylist(), strict=True):
+        parsed = leak_of(detail or "")
+        if parsed is None:
+            continue
+        name, eval_id, by = parsed
+        entry = by_set.setdefault(name, {"rows": 0, "by_image": 0, "by_caption": 0, "examples": []})
+        entry["rows"] += 1
+        entry[f"by_{by}"] += 1
+        if len(entry["examples"]) < per_set:
+            entry["examples"].append({"id": ref.split("\x1f", 1)[0], "eval_id": eval_id, "by": by})
+    return dict(sorted(by_set.items()))

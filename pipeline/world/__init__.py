@@ -8,7 +8,10 @@ their media, and a seeded share of faults whose expected reason codes are known.
   per-frame features, referenced by relative URIs;
 - ``faults.tsv``: ``id``, ``fault``, ``expected_code`` for every injected fault (clean records
   are not listed);
-- ``world.json``: the summary (counts by kind, faults by code and by name, seed, n, rate).
+- ``world.json``: the summary (counts by kind, faults by code and by name, seed, n, rate);
+- with ``eval_set=N``: ``eval/manifest.jsonl`` (N held-out object records, media in
+  ``eval/media/``) and ``eval/leaks.tsv`` (the training records that copy one of them, and
+  which; they are in ``faults.tsv`` too), :mod:`pipeline.world.eval_set`.
 
 The same arguments give byte-identical files. Records that are not in ``faults.tsv`` are clean
 under every rule of DESIGN.md.
@@ -28,6 +31,7 @@ import numpy as np
 
 from pipeline.world.dataset_faults import DATASET_EDITS, plan_dataset_faults
 from pipeline.world.documents import DocumentSpec, build_document_record, plan_document
+from pipeline.world.eval_set import EVAL_DIR, EVAL_MANIFEST, LEAKS_NAME, write_eval_set
 from pipeline.world.fault_edits import RECORD_EDITS
 from pipeline.world.faults import (
     FAULT_KINDS,
@@ -49,6 +53,9 @@ ID_PREFIX = {"object": "obj", "segment": "seg", "document": "doc", "text": "txt"
 MANIFEST_NAME, FAULTS_NAME, SUMMARY_NAME = "manifest.jsonl", "faults.tsv", "world.json"
 # Distinct streams of the seed: kind order, each record's scene, fault choice, fault edits.
 _KIND_STREAM, _SCENE_STREAM, _FAULT_STREAM, _EDIT_STREAM, _DATASET_STREAM = 1, 2, 3, 4, 5
+_EVAL_STREAM, _LEAK_STREAM = 6, 7
+COMMON: dict[str, object] = {"source": SOURCE, "license": LICENSE, "placeholder_version": "v1",
+                             "review_status": "unreviewed"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class WorldSummary:
     counts_by_kind: dict[str, int]
     faults_by_code: dict[str, int]
     faults_by_name: dict[str, int] = field(default_factory=dict)
+    eval_rows: int = 0  # records of the evaluation set beside the world (eval/manifest.jsonl)
 
     @property
     def manifest_path(self) -> Path:
@@ -72,6 +80,14 @@ class WorldSummary:
         return self.out_dir / FAULTS_NAME
 
     @property
+    def eval_dir(self) -> Path:
+        return self.out_dir / EVAL_DIR
+
+    @property
+    def eval_path(self) -> Path:
+        return self.eval_dir / EVAL_MANIFEST
+
+    @property
     def fault_count(self) -> int:
         return sum(self.faults_by_code.values())
 
@@ -80,11 +96,13 @@ class WorldSummary:
         codes = ", ".join(f"{count} {code}" for code, count in self.faults_by_code.items())
         return (f"sample world (seed {self.seed}): {self.n} records ({kinds}) in "
                 f"{self.manifest_path}; {self.fault_count} faults ({codes or 'none'}) listed in "
-                f"{self.faults_path}")
+                f"{self.faults_path}" + (f"; an evaluation set of {self.eval_rows} records in "
+                                          f"{self.eval_path} (copies planted: {self.eval_dir / LEAKS_NAME})"
+                                          if self.eval_rows else ""))
 
     def to_json(self) -> dict[str, object]:
         """The ``world.json`` content (no absolute paths, so it is byte-identical per seed)."""
-        return {
+        out: dict[str, object] = {
             "seed": self.seed,
             "n": self.n,
             "fault_rate": self.fault_rate,
@@ -95,6 +113,10 @@ class WorldSummary:
             "source": SOURCE,
             "license": LICENSE,
         }
+        if self.eval_rows:  # worlds without an evaluation set keep their bytes
+            out["eval_set"] = {"path": f"{EVAL_DIR}/{EVAL_MANIFEST}", "records": self.eval_rows,
+                               "leaks": f"{EVAL_DIR}/{LEAKS_NAME}"}
+        return out
 
 
 def kind_counts(n: int) -> dict[str, int]:
@@ -134,10 +156,7 @@ def plan_records(n: int, seed: int) -> list[PlannedRecord]:
 def build_record(planned: PlannedRecord, fault: FaultKind | None, out_dir: Path
                  ) -> dict[str, object]:
     """Render one record's media and return its JSON-ready dict (render-time fault applied)."""
-    common: dict[str, object] = {
-        "source": SOURCE, "license": LICENSE, "placeholder_version": "v1",
-        "review_status": "unreviewed",
-    }
+    common = dict(COMMON)
     fault_name = fault.name if fault is not None and fault.moment == "render" else None
     spec = planned.spec
     if isinstance(spec, ObjectScene):
@@ -156,15 +175,19 @@ def _prepare_out_dir(out_dir: Path) -> None:
             raise FileExistsError(f"{out_dir} is not empty and holds no sample world to replace")
         # A re-run must not leave the media of the previous world behind.
         shutil.rmtree(out_dir / "media", ignore_errors=True)
+        shutil.rmtree(out_dir / EVAL_DIR, ignore_errors=True)
     (out_dir / "media").mkdir(parents=True, exist_ok=True)
 
 
 def generate_world(
-    out_dir: Path, n: int = 200, fault_rate: float = 0.1, seed: int = 0, dataset_faults: float = 0.0
+    out_dir: Path, n: int = 200, fault_rate: float = 0.1, seed: int = 0, dataset_faults: float = 0.0,
+    eval_set: int = 0,
 ) -> WorldSummary:
     """Write a sample world of ``n`` records, about ``fault_rate`` of them faulty, under
     ``out_dir``, deterministically for ``seed``; about ``dataset_faults`` of them more carry a
-    template caption or are near-duplicate copies (:mod:`pipeline.world.dataset_faults`). Raises
+    template caption or are near-duplicate copies (:mod:`pipeline.world.dataset_faults`); with
+    ``eval_set`` N, an evaluation set of N records is written beside it and copies of some of
+    its rows are planted in the manifest (:mod:`pipeline.world.eval_set`). Raises
     ``ValueError`` on bad arguments and ``FileExistsError`` when ``out_dir`` holds something
     other than a sample world."""
     if n < 1:
@@ -173,6 +196,8 @@ def generate_world(
         raise ValueError(f"fault_rate must be within [0, 1], got {fault_rate}")
     if not 0.0 <= dataset_faults <= 0.5:
         raise ValueError(f"dataset_faults must be within [0, 0.5], got {dataset_faults}")
+    if eval_set < 0:
+        raise ValueError(f"eval_set must be at least 0, got {eval_set}")
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
     planned = plan_records(n, seed)
@@ -181,8 +206,7 @@ def generate_world(
         planned, extra = plan_dataset_faults(planned, list(faults), dataset_faults,
                                              np.random.default_rng([seed, _DATASET_STREAM]))
         faults.update(extra)
-    lines: list[str] = []
-    fault_rows: list[str] = []
+    records: list[dict[str, object]] = []
     for position, record_plan in enumerate(planned):
         fault = faults.get(record_plan.record_id)
         record = build_record(record_plan, fault, out_dir)
@@ -192,6 +216,16 @@ def generate_world(
         elif fault is not None and fault.moment == "dataset" and isinstance(record_plan.spec, ObjectScene):
             edit_rng = np.random.default_rng([seed, _EDIT_STREAM, position])
             DATASET_EDITS[fault.name](record, edit_rng, out_dir, record_plan.spec)
+        records.append(record)
+    if eval_set:
+        leaks = write_eval_set(out_dir, eval_set, planned, records, faults, COMMON,
+                               np.random.default_rng([seed, _EVAL_STREAM]),
+                               np.random.default_rng([seed, _LEAK_STREAM]))
+        faults.update({leak.record_id: leak.fault for leak in leaks})
+    lines: list[str] = []
+    fault_rows: list[str] = []
+    for record_plan, record in zip(planned, records, strict=True):
+        fault = faults.get(record_plan.record_id)
         line = json.dumps(record, ensure_ascii=False)
         if fault is not None and fault.moment == "line":
             line = truncate_json_line(line)
@@ -209,6 +243,7 @@ def generate_world(
         counts_by_kind=kind_counts(n),
         faults_by_code=dict(sorted(Counter(f.code.value for f in faults.values()).items())),
         faults_by_name=dict(sorted(Counter(f.name for f in faults.values()).items())),
+        eval_rows=eval_set,
     )
     (out_dir / SUMMARY_NAME).write_text(
         json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
