@@ -36,7 +36,7 @@ browser:
 		|| echo "systemd-analyze not installed: the unit-file test will skip"; }
 
 demo: install
-	$(BIN)/xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0 --dataset-faults 0.2
+	$(BIN)/xmodal sample --out out/sample --n 200 --faults 0.1 --seed 0 --dataset-faults 0.2 --eval-set 40
 	$(BIN)/xmodal run configs/demo.yaml
 
 # Lint (ruff and mypy) first, so CI's `make test` fails on a type error as on a test failure.
