@@ -148,6 +148,7 @@ def release_source(cfg: RunConfig, source: RowSource, fingerprints: list[InputFi
         upload=UploadSettings(multipart_threshold=rel.multipart_threshold_bytes, part_size=rel.multipart_part_bytes,
                               attempts=rel.upload_attempts, backoff_s=rel.upload_backoff_s),
         build_dir=rel.build_dir,
+        media=rel.media,
         extra={"release_seconds": {k: round(v, 3) for k, v in gathered.seconds.items()}},
     )
     # A version that now passes its gates no longer has a failed report beside it.

@@ -147,7 +147,7 @@ def export_hf(release: str, out: str | None) -> str:
         tables = []
         for batch in iter_batches(paths):
             if part != "rejects":
-                batch = portable_media(batch, "copy", str(target), put=put)
+                batch = portable_media(batch, "copy", str(target), put=put, source_root=str(root))
                 licenses.update(x for x in batch["license"].to_pylist() if x)
             tables.append(shard_table(batch, name, columns, part))
         table = pa.concat_tables(tables)

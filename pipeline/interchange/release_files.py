@@ -1,5 +1,7 @@
 """Reading a published release for the exporters: its manifest, its kept rows kind by kind
-(one Parquet row group at a time), and its media wherever the shards say they are."""
+(one Parquet row group at a time), and its media wherever the shards say they are: embedded,
+or a uri resolved against the release folder (``pipeline.release.portable.resolve_media_uri``),
+so a release copied with its ``media/`` exports from the copy."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pyarrow.parquet as pq
 
 from access.io import read_bytes
 from pipeline.errors import UserError
+from pipeline.release.portable import resolve_media_uri
 
 
 def open_release(path: str) -> tuple[Path, dict[str, Any]]:
@@ -51,7 +54,4 @@ def media_data(root: Path, row: dict[str, Any], index: int) -> bytes:
     embedded = row.get("media_bytes")
     if embedded:
         return bytes(embedded[index])
-    uri = row["media"][index]["uri"]
-    if "://" in uri or Path(uri).is_absolute():
-        return read_bytes(uri)
-    return (root / uri).read_bytes()
+    return read_bytes(resolve_media_uri(str(root), row["media"][index]["uri"]))

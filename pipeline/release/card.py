@@ -33,6 +33,8 @@ DESCRIPTIONS: dict[str, str] = {
     "content": "text with placeholder spans (grammar v1); <box>label</box> anchors a word to a box",
     "media": "media refs in span order: modality, uri (relative to the release), sha256, size, timing",
     "media_bytes": "the bytes of each media ref, in the order of media (releases built with embedded media)",
+    "negative_media": "uri of the negative pair's image (relative to the release, as media)",
+    "negative_media_bytes": "the bytes of negative_media (releases built with embedded media)",
     "source": "where the sample comes from",
     "license": "licence of the sample",
     "placeholder_version": "placeholder grammar version (v1)",
@@ -158,7 +160,9 @@ def card_markdown(dataset: str, version: str, configs: Sequence[CardConfig], *,
                   f"(of {counts.get('input_records', '?')} input records).", ""]
     lines += {"copy": ["Media are in `media/` and referenced relative to the release: a copied release opens "
                        "them.", ""],
-              "embed": ["Media bytes are in the `media_bytes` column, in the order of `media`.", ""]}.get(
+              "embed": ["Media bytes are in the `media_bytes` column, in the order of `media`.", ""],
+              "relative": ["Media URIs are relative to the release folder (URIs with a scheme as they are): the "
+                           "release opens its media when it moves together with them.", ""]}.get(
         media, ["Media URIs point at the files the release was built from.", ""])
     if unique:
         lines += ["Licences: " + ", ".join(f"`{x}`" for x in unique) + ".", ""]

@@ -9,6 +9,12 @@
    shard at a time and rolls over at each group change and when the shard's ``_bytes`` reach the
    size target. Boundaries depend only on the rows, so the same inputs give the same shard bytes
    whatever the block layout or the number of workers.
+3. Each data and negatives shard has its media made portable (``pipeline.release.portable``,
+   the config's ``release.media``: relative to the release, copied into ``media/`` through the
+   same ``put`` as the shards, or embedded), and a data shard's embedding columns are
+   ``fixed_size_list`` with the widths decided over the whole kind
+   (:meth:`NonNullCounts.embedding_shapes`), so every shard of a kind has one schema. Rejects
+   keep every column and the URIs the build read.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.release.card import describe_schema
-from pipeline.release.kind_schemas import MARKER, NonNullCounts, kind_columns
+from pipeline.release.kind_schemas import MARKER, NonNullCounts, fixed_size_embeddings, kind_columns
 from pipeline.release.partials import ReleasePartial
+from pipeline.release.portable import BYTES_COLUMN, NEGATIVE_BYTES_COLUMN, MediaMode, portable_media
 from pipeline.release.rows import DUPLICATE_COLUMNS, SORT_COLUMNS, duplicate_losers, prepare, written_columns
 from pipeline.release.shards import ShardInfo, encode_parquet, jsonl_chunks, shard_name
 from pipeline.release.source import RowSource
@@ -108,9 +115,13 @@ class ShardStreamWriter:
     """Shards from sorted, prepared batches; see the module docstring for the rollover rule."""
 
     def __init__(self, put: Put, target_bytes: int, jsonl: bool, watch: Iterable[str] = (),
-                 non_null: NonNullCounts | None = None) -> None:
+                 non_null: NonNullCounts | None = None, media: MediaMode | None = None,
+                 release_uri: str = "") -> None:
         self.put, self.target, self.jsonl = put, max(1, target_bytes), jsonl
         self.non_null = non_null
+        # media refs of data and negatives shards (None: as they are); see the module docstring
+        self.media, self.release_uri = media, release_uri
+        self.media_files: dict[str, dict[str, Any]] = {}  # copied media: path -> path, bytes, sha256
         self.schemas: dict[str, pa.Schema] = {}  # card config -> the schema of its first shard
         self.group: str | None = None
         self.index = 0
@@ -157,7 +168,8 @@ class ShardStreamWriter:
         data = self._shard_rows(kind, table)
         self.schemas.setdefault(card_name(self.group), data.schema)
         for path, fmt in paths:
-            blob: bytes | Iterable[bytes] = encode_parquet(data) if fmt == "parquet" else jsonl_chunks(data)
+            blob: bytes | Iterable[bytes] = encode_parquet(data) if fmt == "parquet" else jsonl_chunks(
+                data.drop_columns([c for c in (BYTES_COLUMN, NEGATIVE_BYTES_COLUMN) if c in data.column_names]))
             size, digest = self.put(path, blob)
             self.shards.append(ShardInfo(path, kind, fmt, data.num_rows, size, digest))
         self.rows += data.num_rows
@@ -166,7 +178,8 @@ class ShardStreamWriter:
     def _shard_rows(self, kind: str, table: pa.Table) -> pa.Table:
         """The columns one shard of the current group stores, with its ``release_part`` marker
         (``pipeline.release.kind_schemas``): a kind's own columns and the columns its kept rows
-        use; negative pairs their pair's columns; rejects every column."""
+        use; negative pairs their pair's columns; rejects every column. Media and embeddings as
+        the module docstring says."""
         assert self.group is not None
         data = written_columns(self.group, table)
         if self.non_null is None:
@@ -177,6 +190,10 @@ class ShardStreamWriter:
         else:
             columns = list(data.schema.names)
         out = data.select(columns)
+        if part != "rejects" and self.media is not None:
+            out = portable_media(out, self.media, self.release_uri, put=self.put, written=self.media_files)
+        if part == "data":
+            out = fixed_size_embeddings(out, self.non_null.embedding_shapes(kind))
         marker = pa.array([part] * out.num_rows, pa.string())
         out = out.append_column(pa.field(MARKER, pa.string(), nullable=False), marker)
         return out.cast(describe_schema(out.schema))
@@ -193,8 +210,9 @@ def card_name(group: str) -> str:
 
 
 def write_shards(source: RowSource, losers: Mapping[tuple[str, str], str], put: Put, *, target_bytes: int,
-                 jsonl: bool, watch: Iterable[str] = (), non_null: NonNullCounts | None = None) -> ShardStreamWriter:
-    writer = ShardStreamWriter(put, target_bytes, jsonl, watch, non_null)
+                 jsonl: bool, watch: Iterable[str] = (), non_null: NonNullCounts | None = None,
+                 media: MediaMode | None = None, release_uri: str = "") -> ShardStreamWriter:
+    writer = ShardStreamWriter(put, target_bytes, jsonl, watch, non_null, media, release_uri)
     t0 = time.perf_counter()
     for batch in source.sorted_batches(_PrepareFn(losers), list(SORT_COLUMNS)):
         writer.add(batch)

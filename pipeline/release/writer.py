@@ -9,6 +9,11 @@ them, then the ``latest`` pointer (a failed release is resumed by running it aga
 ``pipeline.release.publish`` (a failed upload keeps the build; ``xmodal publish`` resumes it).
 A release whose lint fails, whose counts do not reconcile or
 whose quality gates fail is not published.
+
+Media (``media``, the config's ``release.media``; ``pipeline.release.portable``): kept rows'
+media files are copied into ``media/<aa>/<sha256><ext>`` through the destination (default;
+listed in the manifest's ``media_files``), or the refs are written relative to the release, or
+the bytes embedded in a ``media_bytes`` column. Rejects keep the URIs the build read.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import pyarrow.compute as pc
 from access.io import filesystem_for, write_bytes
 from pipeline.release.destinations import LocalDestination, ReleaseError, S3Destination
 from pipeline.release.partials import CountsError, ReleasePartial
+from pipeline.release.portable import MEDIA_MODES
 from pipeline.release.shards import ShardInfo
 from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import Gathered, gather, write_shards
@@ -178,6 +184,8 @@ def write_release_stream(
     build_dir: str | None = None,
     report_ids: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    media: str = "copy",
+    media_base: str | None = None,
 ) -> ReleaseResult:
     """Write one release version from ``source`` (whose checks ``gather`` collected); see the
     module docstring for the guarantees. ``gates`` are gate results (``GateResult.to_json()``):
@@ -185,13 +193,15 @@ def write_release_stream(
     ``{reject id: its file}`` for the ``report_ids`` that renders it once the shards are written.
     An ``s3://`` root is written straight to the bucket (``upload``: the
     ``pipeline.release.s3.UploadSettings``), or, with ``build_dir``, built there and uploaded
-    after (``xmodal publish`` resumes a failed upload of that build)."""
+    after (``xmodal publish`` resumes a failed upload of that build). ``media``: ``relative``,
+    ``copy`` or ``embed`` (module docstring); ``media_base``: the URI the release is published
+    at when it is built elsewhere (relative refs are relative to it)."""
     bad = [g for g in gates if not g.get("passed")]
     if bad:
         raise ReleaseError(f"{len(bad)} quality gate(s) failed, first: {bad[0].get('detail')}")
     args = dict(inputs=inputs, config_hash=config_hash, code_version=code_version, vocab=vocab,
                 shard_target_bytes=shard_target_bytes, jsonl=jsonl, report_html=report_html, metrics=metrics,
-                gates=gates, stage_timings=stage_timings, report_ids=report_ids, extra=extra)
+                gates=gates, stage_timings=stage_timings, report_ids=report_ids, extra=extra, media=media)
     if is_s3(root) and build_dir:
         return _write_s3_release(source, gathered, root=root, dataset=dataset, version=version,
                                  overwrite=overwrite, upload=upload, build_dir=build_dir, **args)
@@ -205,6 +215,8 @@ def write_release_stream(
                            f"{partial.lint_first[0]}")
     if partial.media_count:
         raise ReleaseError(partial.media_first[0])
+    if media not in MEDIA_MODES:
+        raise ReleaseError(f"release media mode {media!r} is not one of {', '.join(MEDIA_MODES)}")
     dest: LocalDestination | S3Destination
     if is_s3(root):  # refuses an existing version itself (one HEAD of its manifest)
         dest = S3Destination(root, dataset, version, overwrite, upload)
@@ -212,8 +224,9 @@ def write_release_stream(
         dest = LocalDestination(root, dataset, version, overwrite)
     try:
         writer = write_shards(source, gathered.losers, dest.put, target_bytes=shard_target_bytes, jsonl=jsonl,
-                              watch=report_ids, non_null=partial.non_null)
-        card = _card(dataset, version, writer.schemas, partial.licenses, counts)
+                              watch=report_ids, non_null=partial.non_null, media=media,  # type: ignore[arg-type]
+                              release_uri=media_base or dest.final_path)
+        card = _card(dataset, version, writer.schemas, partial.licenses, counts, media)
         card_info = None
         if card is not None:
             size, digest = dest.put(CARD_PATH, card.encode())
@@ -240,6 +253,9 @@ def write_release_stream(
             "gates": [dict(g) for g in gates],
             "report": report,
             "card": card_info,
+            "media": {"mode": media, "files": len(writer.media_files),
+                      "bytes": sum(f["bytes"] for f in writer.media_files.values())},
+            "media_files": [writer.media_files[p] for p in sorted(writer.media_files)],
             "stage_timings": [_timing_json(t) for t in stage_timings],
             **dict(extra or {}),
         }
@@ -252,7 +268,7 @@ def write_release_stream(
 
 
 def _card(dataset: str, version: str, schemas: Mapping[str, pa.Schema], licenses: Iterable[str],
-          counts: Mapping[str, Any]) -> str | None:
+          counts: Mapping[str, Any], media: str = "copy") -> str | None:
     """The release's ``README.md`` (a Hugging Face dataset card): one config per kind, then
     ``negatives`` and ``rejects``, each with its files and features."""
     from pipeline.release.card import CardConfig, card_markdown
@@ -269,7 +285,7 @@ def _card(dataset: str, version: str, schemas: Mapping[str, pa.Schema], licenses
     if not order:
         return None
     configs = [CardConfig(n, paths(n), schemas[n]) for n in order]
-    return card_markdown(dataset, version, configs, licenses=sorted(licenses), counts=counts)
+    return card_markdown(dataset, version, configs, licenses=sorted(licenses), counts=counts, media=media)
 
 
 def _timing_json(t: Any) -> dict[str, Any]:
@@ -287,9 +303,9 @@ def _write_s3_release(source: RowSource, gathered: Gathered, *, root: str, datas
     from pipeline.release.publish import PublishError, UploadSettings, publish_directory
 
     check_can_release(root, dataset, version, overwrite)
-    built = write_release_stream(source, gathered, root=build_dir, dataset=dataset, version=version,
-                                 overwrite=True, **kwargs)
     uri = f"{root.rstrip('/')}/{dataset}/{version}"
+    built = write_release_stream(source, gathered, root=build_dir, dataset=dataset, version=version,
+                                 overwrite=True, media_base=uri, **kwargs)
     try:
         stats = publish_directory(built.uri, uri, overwrite=overwrite, settings=upload or UploadSettings())
     except PublishError as err:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from access.io import MediaPathError, read_bytes, resolve_media_uri
+from pipeline.release.portable import resolve_media_uri as resolve_release_media
 
 MEDIA_DIR = "media"
 WEBM_FOURCC = "VP80"
@@ -49,18 +50,28 @@ def _suffix(uri: str, default: str) -> str:
 
 
 class MediaCopier:
-    """Copies each media ref once (by resolved URI) under ``out_dir/media``."""
+    """Copies each media ref once (by resolved URI) under ``out_dir/media``.
 
-    def __init__(self, out_dir: Path, max_bytes: int = DEFAULT_MAX_MEDIA_BYTES) -> None:
+    ``release_uri``: the release the rows were read from. Its data and negatives shards hold
+    refs relative to the release folder (``release.media``: ``relative`` or ``copy``,
+    ``pipeline.release.portable``), resolved against it; a row with a ``manifest_root`` (a
+    reject, which keeps the URIs the build read) is resolved against that root as before."""
+
+    def __init__(self, out_dir: Path, max_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
+                 release_uri: str | None = None) -> None:
         self.out_dir = out_dir
         self.max_bytes = max_bytes
+        self.release_uri = release_uri
         self._done: dict[tuple[str, str], Copied] = {}
         self.missing: list[Copied] = []
         (out_dir / MEDIA_DIR).mkdir(parents=True, exist_ok=True)
 
     def _read(self, uri: str, root: str | None) -> tuple[str, bytes | None, str | None]:
         try:
-            resolved = resolve_media_uri(uri, root)
+            if root is None and self.release_uri is not None:
+                resolved = resolve_release_media(self.release_uri, uri)
+            else:
+                resolved = resolve_media_uri(uri, root)
         except (MediaPathError, ValueError) as err:
             return uri, None, f"not resolvable: {err}"
         try:

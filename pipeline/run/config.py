@@ -106,6 +106,12 @@ class ReleaseConfig(_Model):
     shard_target_bytes: int = Field(default=100_000_000, gt=0)
     jsonl: bool = True
     overwrite: bool = False
+    media: Literal["relative", "copy", "embed"] = Field(
+        default="copy", description="kept rows' media refs: copy (each file once into the release's "
+        "media/<aa>/<sha256><ext>, referenced relative to the release: portable, and the same bytes "
+        "wherever the release is written), relative (to the release folder, nothing copied: a release "
+        "moved with its media keeps them) or embed (bytes in a media_bytes column); rejects keep the "
+        "URIs the build read")
     # S3 only: by default each file goes up as it is written; with build_dir, the release is
     # built in that local directory first, then uploaded (xmodal publish resumes a failed upload).
     build_dir: str | None = Field(default=None, description="S3 only: build the release in this local "

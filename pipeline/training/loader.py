@@ -5,7 +5,10 @@ Every row's placeholder spans are checked against its media refs (grammar v1,
 decoded and compared with the refs' width and height. A malformed row raises
 :class:`MalformedSampleError` naming the shard and the id (``on_error="raise"``), or is skipped,
 logged and counted (``on_error="skip"``). Shard integrity (rows, sha256) is checked against
-``manifest.json`` (see :mod:`pipeline.training.release_shards`).
+``manifest.json`` (see :mod:`pipeline.training.release_shards`). Media refs are resolved against
+the folder the release was opened from (``pipeline.release.portable.resolve_media_uri``), so a
+release copied elsewhere with its ``media/`` (``release.media: copy``) opens its images there;
+embedded bytes (``media_bytes``) are decoded without reading a file.
 
 Splitting: the shards' rows are concatenated (in a per-epoch shard order shared by every
 consumer) and cut into ``world_size * num_workers`` contiguous ranges that differ by at most one
@@ -30,6 +33,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from access.io import read_bytes
+from pipeline.release.portable import BYTES_COLUMN, resolve_media_column
 from pipeline.training.release_shards import (
     MalformedSampleError,
     OnError,
@@ -93,12 +97,18 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def load_images(refs: Sequence[MediaRef], *, verify_sha256: bool = False) -> tuple[np.ndarray, ...]:
-    """Read and decode a row's image refs; raises ValueError naming the ref on any mismatch."""
+def load_images(refs: Sequence[MediaRef], *, verify_sha256: bool = False,
+                embedded: Sequence[bytes | None] | None = None) -> tuple[np.ndarray, ...]:
+    """Read and decode a row's image refs; raises ValueError naming the ref on any mismatch.
+    ``embedded``: the row's ``media_bytes`` (one per ref, in the order of ``refs``) of a release
+    built with ``release.media: embed``; the refs' uris are read otherwise (resolved against the
+    release: :class:`ReleaseDataset` resolves them)."""
     images = []
-    for k, ref in enumerate(r for r in refs if r.modality == "image"):
+    image_refs = [(i, r) for i, r in enumerate(refs) if r.modality == "image"]
+    for k, (i, ref) in enumerate(image_refs):
         try:
-            data = read_bytes(ref.uri)
+            blob = embedded[i] if embedded is not None and i < len(embedded) else None
+            data = bytes(blob) if blob is not None else read_bytes(ref.uri)
         except OSError as exc:
             raise ValueError(f"image {k + 1} {ref.uri}: cannot read ({exc.__class__.__name__})") from None
         if verify_sha256 and ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256:
@@ -198,7 +208,8 @@ class ReleaseDataset(IterableDataset):
         for sample in samples:
             if self.decode_images:  # after the buffer, which then holds no pixels
                 try:
-                    images = load_images(sample.media, verify_sha256=self.verify_media_sha256)
+                    images = load_images(sample.media, verify_sha256=self.verify_media_sha256,
+                                         embedded=sample.row.get(BYTES_COLUMN))
                 except ValueError as exc:
                     self._fail(MalformedSampleError(sample.shard, sample.id, "media", str(exc)))
                     continue
@@ -212,6 +223,7 @@ class ReleaseDataset(IterableDataset):
         for shard_index, start, stop in pieces:
             shard = self.shards[shard_index]
             table = read_shard(shard, verify_sha256=self.verify_sha256).slice(start, stop - start)
+            table = resolve_media_column(table, self.index.uri)  # refs relative to the release
             verdicts = linter.check_columns(table["content"], table["media"], table["kind"])
             for row, verdict in zip(table.to_pylist(), verdicts, strict=True):
                 if verdict is not None:

@@ -22,9 +22,22 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+def _release_root(fs: object, path: str) -> str | None:
+    """The release folder (the one with ``manifest.json``) a shard file lies in, if any."""
+    import posixpath
+
+    parent = posixpath.dirname(path)
+    for _ in range(4):  # data/x.parquet .. rejects/<stage>/<code>/part-x.parquet
+        parent = posixpath.dirname(parent)
+        if fs.get_file_info(f"{parent}/manifest.json").is_file:  # type: ignore[attr-defined]
+            return parent
+    return None
+
+
 def read_pool(inputs: list[str]) -> pa.Table:
     """Rows of .parquet / .jsonl files, directories (their .parquet, else .jsonl files) and
-    local globs, concatenated (columns unified, missing ones null)."""
+    local globs, concatenated (columns unified, missing ones null). Shards of a release have
+    their media refs resolved against the release (they are relative to it)."""
     import glob
     import posixpath
 
@@ -54,7 +67,13 @@ def read_pool(inputs: list[str]) -> pa.Table:
                     with fs.open_input_stream(f) as stream:
                         tables.append(pajson.read_json(stream))
                 else:
-                    tables.append(pq.read_table(f, filesystem=fs))
+                    table = pq.read_table(f, filesystem=fs)
+                    root = _release_root(fs, f)
+                    if root is not None:  # refs relative to the release: the mix lies elsewhere
+                        from pipeline.release.portable import resolve_media_column
+
+                        table = resolve_media_column(table, f"s3://{root}" if path.startswith("s3://") else root)
+                    tables.append(table)
     if not tables:
         raise MixError(f"no .parquet or .jsonl rows under {inputs}")
     return pa.concat_tables(tables, promote_options="permissive")

@@ -132,9 +132,11 @@ def partition_rows(shard_rows: Sequence[int], part: int, num_parts: int) -> list
 
 
 # ---- Ray Data ---------------------------------------------------------------------------------
-def check_batch(batch: pa.Table, *, vocab: Mapping[str, int], on_error: OnError, path_column: str = "path") -> pa.Table:
+def check_batch(batch: pa.Table, *, vocab: Mapping[str, int], on_error: OnError, path_column: str = "path",
+                release_uri: str | None = None) -> pa.Table:
     """Lint one Ray Data batch read with ``include_paths=True``: raise :class:`MalformedSampleError`
-    on the first malformed row, or drop (and log) malformed rows; the path column is removed."""
+    on the first malformed row, or drop (and log) malformed rows; the path column is removed.
+    With ``release_uri``, media uris are resolved against it (they are relative to the release)."""
     verdicts = PlaceholderLinter(vocab).check_columns(batch["content"], batch["media"], batch["kind"])
     bad = [i for i, v in enumerate(verdicts) if v is not None]
     for i in bad:
@@ -147,6 +149,10 @@ def check_batch(batch: pa.Table, *, vocab: Mapping[str, int], on_error: OnError,
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[bad] = False
         batch = batch.filter(pa.array(keep))
+    if release_uri is not None:
+        from pipeline.release.portable import resolve_media_column
+
+        batch = resolve_media_column(batch, release_uri)
     return batch.drop_columns([path_column])
 
 
@@ -169,9 +175,11 @@ def ray_dataset(
 
     ``verify_sha256`` hashes every shard in Ray tasks before reading; ``vocab`` as in
     :meth:`ReleaseIndex.vocab`. Only the spans are checked here (media decoding belongs to the
-    caller's ``map_batches``). Skipped rows are logged by the Ray task that drops them, not
-    counted. String and list columns do not become tensors: select numeric columns or pass a
-    ``collate_fn`` to ``iter_torch_batches``."""
+    caller's ``map_batches``; the ``media`` uris arrive resolved against the release). Skipped
+    rows are logged by the Ray task that drops them, not counted. Embedding columns with one
+    vector a row are ``fixed_size_list`` and become ``(batch, d)`` tensors; string and other list
+    columns do not become tensors: select numeric columns or pass a ``collate_fn`` to
+    ``iter_torch_batches``."""
     import ray
 
     index = open_release(release_uri)
@@ -189,8 +197,10 @@ def ray_dataset(
         ds = ds.select_columns(sorted(set(columns) | {"id", "kind", "content", "media", "path"}))
     check_vocab = index.vocab(vocab)
 
+    release_root = index.uri
+
     def check(batch: pa.Table) -> pa.Table:
-        return check_batch(batch, vocab=check_vocab, on_error=on_error)
+        return check_batch(batch, vocab=check_vocab, on_error=on_error, release_uri=release_root)
 
     ds = ds.map_batches(check, batch_format="pyarrow", num_cpus=RAY_CHECK_CPUS)
     return ds.select_columns(list(columns)) if columns is not None else ds
