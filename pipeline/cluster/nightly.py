@@ -2,7 +2,7 @@
 
 - Idempotent: a version whose ``manifest.json`` exists is skipped (exit 0).
 - Resumable: the build runs ``pipeline.run.run_config`` inside
-  :func:`pipeline.run.ray_runner.stage_checkpoints`, so each stage's output is kept under
+  :func:`pipeline.run.checkpoints.stage_checkpoints`, so each stage's output is kept under
   ``<root>/<dataset>/.build-<version>/stages/`` and a killed build continues after the last
   completed stage. The build directory is removed once the release is committed.
 - Locked: :func:`pipeline.cluster.locks.version_lock`; a second scheduler exits 75 (EX_TEMPFAIL).
@@ -85,7 +85,7 @@ def _read_manifest(release_uri: str) -> dict[str, Any]:
 
 def checkpointed_steps(build_uri: str) -> list[str]:
     """Names (``NN-stage-key``) of the steps whose output is complete under a build directory."""
-    from pipeline.run.ray_runner import DONE_MARKER
+    from pipeline.run.checkpoints import DONE_MARKER
 
     fs, path = filesystem_for(f"{build_uri}/stages")
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
@@ -138,7 +138,7 @@ def build_nightly(cfg: RunConfig, version: str, keep: int = 7) -> NightlyResult:
     Raises ``LockHeld``, ``ReleaseError``, ``ConfigError`` or whatever the run raised."""
     from pipeline.build import run_config
     from pipeline.cluster.locks import version_lock
-    from pipeline.run.ray_runner import stage_checkpoints
+    from pipeline.run.checkpoints import stage_checkpoints
 
     # Nightly versions are never overwritten: a published night is final.
     cfg = cfg.model_copy(update={"version": version, "release": cfg.release.model_copy(update={"overwrite": False})})
