@@ -86,7 +86,7 @@ def write_review_page(release: Release, sample: Sample, out_dir: Path,
                       max_media_bytes: int = DEFAULT_MAX_MEDIA_BYTES) -> ReviewPage:
     """Write the page, its media and ``sample.json`` under ``out_dir``."""
     _prepare(out_dir)
-    media = MediaCopier(out_dir, max_media_bytes)
+    media = MediaCopier(out_dir, max_media_bytes, release_uri=release.uri)
     cards = [card_html(i, row, media) for i, row in enumerate(sample.rows)]
     meta = {"dataset": release.dataset, "version": release.version, "seed": sample.seed,
             "verdict_format": VERDICT_FORMAT, "release": release.uri}

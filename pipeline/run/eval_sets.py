@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -54,9 +53,7 @@ def _read_rows(es: EvalSet, emb_column: str) -> pa.Table:
         if not fs.get_file_info(f"{path}/manifest.json").is_file:
             raise EvalSetError(f"dataset_checks.leakage.eval_sets[{es.name}]: {es.path} is a "
                                "directory without manifest.json (give a release version or a manifest)")
-        data = pads.dataset(f"{path}/data", filesystem=fs, format="parquet")
-        names = [c for c in (*_TEXT_COLUMNS, emb_column) if c in data.schema.names]
-        return data.to_table(columns=names)
+        return _release_rows(fs, f"{path}/data", emb_column)
     if path.endswith(".parquet"):
         with fs.open_input_file(path) as fh:
             names = pq.read_schema(fh).names
@@ -76,6 +73,34 @@ def _read_rows(es: EvalSet, emb_column: str) -> pa.Table:
     table = pa.concat_tables([stage(rows.slice(start, _FINGERPRINT_BATCH))
                               for start in range(0, max(rows.num_rows, 1), _FINGERPRINT_BATCH)])
     return table.select([*_TEXT_COLUMNS, FINGERPRINT_COLUMN])
+
+
+def _release_rows(fs: pafs.FileSystem, data_dir: str, emb_column: str) -> pa.Table:
+    """The text and embedding columns of a release's kept shards: each kind's shards have their
+    own schema (``pipeline.release.kind_schemas``), so each file is read with the columns it has."""
+    infos = fs.get_file_info(pafs.FileSelector(data_dir, allow_not_found=True))
+    parts = []
+    for info in sorted((i for i in infos if i.is_file and i.path.endswith(".parquet")), key=lambda i: i.path):
+        with fs.open_input_file(info.path) as fh:
+            names = pq.read_schema(fh).names
+        with fs.open_input_file(info.path) as fh:
+            table = pq.read_table(fh, columns=[c for c in (*_TEXT_COLUMNS, emb_column) if c in names])
+        if emb_column in table.column_names:  # one vector per row, fixed-size or not, as a list<float16>
+            table = table.set_column(table.schema.get_field_index(emb_column), emb_column,
+                                     pa.array([_first_vector(v) for v in table[emb_column].to_pylist()],
+                                              pa.list_(pa.float16())))
+        parts.append(table)
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string())})
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _first_vector(value: Any) -> list[float] | None:
+    """A row's (first) vector: the row itself where it holds one (``fixed_size_list<float16, d>``),
+    else its first (``list<list<float16>>``, one per image)."""
+    if not value:
+        return None
+    return list(value) if not isinstance(value[0], (list, tuple)) else (list(value[0]) if value[0] else None)
 
 
 def _comparable(vector: list[float] | None) -> bool:
@@ -99,8 +124,8 @@ def eval_index(es: EvalSet, emb_column: str, caption_min_words: int) -> EvalInde
             if key and word_count(key) >= caption_min_words:
                 index.texts.setdefault(key, rid)
     if emb_column in rows.column_names:
-        vectors = [(rid, v[0]) for rid, v in zip(ids, rows[emb_column].to_pylist(), strict=True)
-                   if v and _comparable(v[0])]
+        firsts = (_first_vector(v) for v in rows[emb_column].to_pylist())
+        vectors = [(rid, v) for rid, v in zip(ids, firsts, strict=True) if _comparable(v)]
         if vectors:
             index.ids = [rid for rid, _ in vectors]
             index.emb = unit_matrix(pa.array([v for _, v in vectors], pa.list_(pa.float16())))

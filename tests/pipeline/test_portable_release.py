@@ -232,3 +232,20 @@ def test_release_media_is_a_config_setting() -> None:
     with pytest.raises(Exception, match="media"):
         parse_config({"dataset": "d", "version": "v", "inputs": ["m.jsonl"], "stages": [],
                       "release": {"media": "absolute"}})
+
+
+def test_a_release_is_an_evaluation_set_with_its_fixed_size_embeddings(tmp_path: Path) -> None:
+    from pipeline.run.eval_sets import eval_index
+    from stages.dataset_checks import EvalSet
+
+    release = Path(build(tmp_path, "copy"))
+    assert pq.read_schema(next(release.glob("data/object-*.parquet"))).field("clip_image_emb").type == \
+        pa.list_(pa.float16(), DIM)
+    assert "clip_image_emb" not in pq.read_schema(next(release.glob("data/text-*.parquet"))).names
+    index = eval_index(EvalSet(name="rel", path=str(release)), "clip_image_emb", 1)
+    table = shards(release, "data/object-*.parquet")
+    assert index.ids == table["id"].to_pylist() and index.emb.shape == (6, DIM)
+    stored = table["clip_image_emb"].combine_chunks().values.to_numpy().reshape(6, DIM).astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    assert np.allclose(np.asarray(index.emb, np.float32), stored, atol=2e-3)
+    assert {"plain text #", "caption #"} <= set(index.texts)  # numbers folded; the text kind is read too

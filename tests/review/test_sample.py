@@ -81,7 +81,9 @@ def test_cli_writes_the_page_and_says_what_it_sampled(review_release_uri: str, t
     out = tmp_path / "review"
     assert main(["review", review_release_uri, "--out", str(out), "--per-code", "1", "--kept", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "reject:ERR_CROSS_MDL_TEMPORAL" in printed and f"page: {out / 'index.html'}" in printed
+    codes = {p.parent.name for p in Path(review_release_uri).glob("rejects/*/*/part-*.parquet")}
+    assert len(codes) >= 2 and f"page: {out / 'index.html'}" in printed
+    assert all(f"reject:{code}" in printed for code in codes), (codes, printed)  # one stratum per code
     sample = json.loads((out / "sample.json").read_text())
     assert sample["dataset"] == "sw" and sample["version"] == "v1" and sample["seed"] == 0
     assert all(f"data-key='{r['key']}'" in (out / "index.html").read_text() for r in sample["rows"])
