@@ -251,21 +251,6 @@ def subtitle_from_other_clip(record: JsonRecord, rng: np.random.Generator, out_d
                             "text": e.subtitle_text()} for e in _donor_scene(record, rng).events]
 
 
-_BALL_SENTENCE = re.compile(r"(?P<article>An?) (?P<colour>[a-z]+) ball moves")
-
-
-def video_caption_wrong_colour(record: JsonRecord, rng: np.random.Generator, out_dir: Path) -> None:
-    """The segment's sentence names another ball colour than the video shows (the audio and
-    the subtitles are untouched): only scoring the video's frames against the text sees it."""
-    match = _BALL_SENTENCE.search(record["content"])
-    if match is None:
-        raise RuntimeError(f"{record['id']}: no ball sentence in its content")
-    others = sorted(c for c in render.COLOURS_BGR if c != match.group("colour"))
-    colour = others[int(rng.integers(len(others)))]
-    record["content"] = (record["content"][: match.start()] + f"{article(colour).capitalize()} {colour} ball moves"
-                         + record["content"][match.end():])
-
-
 RECORD_EDITS: dict[str, Callable[[JsonRecord, np.random.Generator, Path], None]] = {
     edit.__name__: edit
     for edit in (
@@ -276,6 +261,5 @@ RECORD_EDITS: dict[str, Callable[[JsonRecord, np.random.Generator, Path], None]]
         box_inverted, box_nan_coordinate, box_zero_area, box_tag_unknown_label,
         laterality_orientation_missing, laterality_orientation_mirrored,
         caption_names_absent_object, audio_from_other_clip, subtitle_from_other_clip,
-        video_caption_wrong_colour,
     )
 }

@@ -120,7 +120,6 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     FaultKind("nan_features", ReasonCode.FUSION, "render", _segment),
     FaultKind("audio_from_other_clip", ReasonCode.LOW_SCORE, "record", _segment),
     FaultKind("subtitle_from_other_clip", ReasonCode.LOW_SCORE, "record", _segment),
-    FaultKind("video_caption_wrong_colour", ReasonCode.LOW_SCORE, "record", _segment),
 )
 FAULTS_BY_NAME: dict[str, FaultKind] = {fault.name: fault for fault in FAULT_KINDS}
 
