@@ -69,7 +69,7 @@ def test_scoring_actors_on_local_ray_match_the_local_runner(ray_local: None, tmp
         if row["kind"] in scored:
             scored[row["kind"]] += 1
             assert row["clip_score"] == pytest.approx(local_rows[rid]["clip_score"], abs=1e-5)
-            emb = np.asarray(row["clip_image_emb"], np.float32)
+            emb = np.atleast_2d(np.asarray(row["clip_image_emb"], np.float32))  # fixed-size: one vector per row
             np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=2e-3)
         if row["kind"] == "segment":
             assert row["clap_score"] == pytest.approx(local_rows[rid]["clap_score"], abs=1e-5)
