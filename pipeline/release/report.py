@@ -9,8 +9,6 @@ so the page opens offline from a local copy or from the bucket.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -23,6 +21,11 @@ import pyarrow.compute as pc
 from pipeline.metrics.release import ReleaseMetrics
 from pipeline.release import plots
 from pipeline.release.report_audio import audio_text_section
+from pipeline.release.report_html import e as _e
+from pipeline.release.report_html import fmt as _fmt
+from pipeline.release.report_html import img as _img
+from pipeline.release.report_html import skip as _skip
+from pipeline.release.report_html import table as _table
 from pipeline.release.summary import summarise
 from pipeline.release.thumbnails import boxed_thumbnail_png
 from schemas.records import STATUS_OK
@@ -36,37 +39,6 @@ th{background:#f3f3f3}code{font-size:90%}h2{margin-top:2.2rem;border-bottom:1px 
 img{max-width:100%;display:block;margin:.5rem 0}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:40rem;font-size:85%}
 """
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], raw: bool = False) -> str:
-    """An HTML table; cells are escaped unless ``raw`` (cells already HTML)."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    cell = (lambda c: str(c)) if raw else _e
-    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4f}" if abs(x) < 1000 else f"{x:,.0f}"
-    return str(x)
-
-
-def _skip(metrics: ReleaseMetrics | None, *keys: str) -> str:
-    reasons = [metrics.skipped[k] for k in keys if metrics and k in metrics.skipped]
-    if metrics is None:
-        reasons = ["metrics were not computed"]
-    return "".join(f"<p class='note'>Not measured: {_e(r)}.</p>" for r in reasons)
 
 
 def _gates_section(gates: Sequence[Any]) -> str:

@@ -1,41 +1,20 @@
 """The report's "Audio-text (CLAP)" section: ``clap_score`` of kept vs rejected input records
 (histogram and quantiles) and the audio-text R@k table, from ``metrics.audio_text``
-(``pipeline.metrics.audio_text``), or the reason it was not measured. Self-contained (its own
-small HTML helpers, as ``report.py``'s): ``report.py`` imports it, not the other way round.
+(``pipeline.metrics.audio_text``), or the reason it was not measured. ``report.py`` imports it;
+both build with ``pipeline.release.report_html``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-from collections.abc import Sequence
 from typing import Any
 
 from pipeline.metrics.release import ReleaseMetrics
 from pipeline.release import plots
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(x: Any) -> str:
-    return "-" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _skip(metrics: ReleaseMetrics | None, key: str) -> str:
-    reason = "metrics were not computed" if metrics is None else metrics.skipped.get(key)
-    return f"<p class='note'>Not measured: {_e(reason)}.</p>" if reason else ""
+from pipeline.release.report_html import e as _e
+from pipeline.release.report_html import fmt as _fmt
+from pipeline.release.report_html import img as _img
+from pipeline.release.report_html import skip as _skip
+from pipeline.release.report_html import table as _table
 
 
 def audio_text_section(metrics: ReleaseMetrics | None) -> str:

@@ -10,18 +10,14 @@ It reads the summary the run put in the ``dataset_checks`` entry of its stage ti
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.release.report_html import e as _e
 from pipeline.release.thumbnails import boxed_thumbnail_png
 from schemas.reason_codes import ReasonCode
 
 THUMB_PX = 96
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
 
 
 def checks_summary(stage_timings: Sequence[Any]) -> Mapping[str, Any] | None:
