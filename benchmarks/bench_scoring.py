@@ -263,6 +263,13 @@ def start_ray(cpus: int, gpus: int) -> str:
     return temp_dir
 
 
+def _n_and_2n(unique: pa.Table, rows: int) -> tuple[pa.Table, pa.Table]:
+    """The first ``rows`` and ``2 * rows`` rows of ``unique`` repeated: the two runs whose
+    difference is the stage's steady rate."""
+    table = pa.concat_tables([unique] * -(-2 * rows // unique.num_rows))
+    return table.slice(0, rows), table.slice(0, 2 * rows)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scorers", nargs="+", choices=("clip_score", "clap_score"),
@@ -286,20 +293,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if "clip_score" in args.scorers:
         if not (DEMO / "open_clip_model.safetensors").is_file():
             raise SystemExit(f"the demo model is missing: {DEMO} (xmodal train-demo-model)")
-        rows = args.rows // 4 if args.quick else args.rows
-        unique = decoded_objects(args.unique)
-        table = pa.concat_tables([unique] * -(-2 * rows // unique.num_rows))
         plans["clip_score"] = (
-            table.slice(0, rows), table.slice(0, 2 * rows), args.batch,
+            *_n_and_2n(decoded_objects(args.unique), args.rows // 4 if args.quick else args.rows), args.batch,
             lambda t: (raw_forward_rows_per_s(t, args.batch, args.threads, dev), None), "demo CLIP")
     if "clap_score" in args.scorers:
         if not (DEMO_CLAP / "model.safetensors").is_file():
             raise SystemExit(f"the demo CLAP is missing: {DEMO_CLAP} (xmodal train-demo-clap)")
-        rows = args.clap_rows // 4 if args.quick else args.clap_rows
-        unique = decoded_segments(args.clap_unique)
-        table = pa.concat_tables([unique] * -(-2 * rows // unique.num_rows))
         plans["clap_score"] = (
-            table.slice(0, rows), table.slice(0, 2 * rows), args.clap_batch,
+            *_n_and_2n(decoded_segments(args.clap_unique), args.clap_rows // 4 if args.quick else args.clap_rows),
+            args.clap_batch,
             lambda t: clap_raw_forward_rows_per_s(t, args.clap_batch, args.threads, dev),
             "demo CLAP, feature extractor included")
     import ray
