@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from access.io import filesystem_for, write_bytes
 from pipeline.release.destinations import LocalDestination, ReleaseError, S3Destination
 from pipeline.release.partials import CountsError, ReleasePartial
-from pipeline.release.portable import MEDIA_MODES
+from pipeline.release.portable import MEDIA_MODES, MediaMode
 from pipeline.release.shards import ShardInfo
 from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import Gathered, gather, write_shards
@@ -184,7 +184,7 @@ def write_release_stream(
     build_dir: str | None = None,
     report_ids: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
-    media: str = "copy",
+    media: MediaMode = "copy",
     media_base: str | None = None,
 ) -> ReleaseResult:
     """Write one release version from ``source`` (whose checks ``gather`` collected); see the
@@ -224,7 +224,7 @@ def write_release_stream(
         dest = LocalDestination(root, dataset, version, overwrite)
     try:
         writer = write_shards(source, gathered.losers, dest.put, target_bytes=shard_target_bytes, jsonl=jsonl,
-                              watch=report_ids, non_null=partial.non_null, media=media,  # type: ignore[arg-type]
+                              watch=report_ids, non_null=partial.non_null, media=media,
                               release_uri=media_base or dest.final_path)
         card = _card(dataset, version, writer.schemas, partial.licenses, counts, media)
         card_info = None
