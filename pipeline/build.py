@@ -2,8 +2,9 @@
 gathered block by block -> quality gates -> shards streamed into the release -> report ->
 manifest (local directory, or built locally and uploaded to S3).
 
-Both runners end in the same release code (``pipeline.release.stream``): on Ray its work runs on
-the workers over the staged Parquet (``pipeline.run.ray_source``); in-process over the table.
+Both runners end in the same release code (``pipeline.release.stream``): on Ray its per-block
+work runs on the workers as the rows leave the last stage, and the driver merges the sorted runs
+they write (``pipeline.release.runs``); in-process over the table.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.release.partials import CountsError
 from pipeline.release.publish import UploadSettings
 from pipeline.release.report import render_report
 from pipeline.release.report_dataset_checks import dataset_checks_sections
+from pipeline.release.runs import RUN_ROWS, RunCollector, RunMaker
 from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import gather
 from pipeline.release.writer import (
@@ -56,12 +58,16 @@ def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
         table, timings = run_local(cfg)
         return release_source(cfg, TableSource(table), fingerprints, timings)
     from pipeline.run.ray_runner import run_stages_on_ray
-    from pipeline.run.ray_source import RaySource
 
     staging = f"{cfg.release.output.rstrip('/')}/{cfg.dataset}/.staging-{cfg.version}-{uuid.uuid4().hex[:8]}"
     try:
-        timings = run_stages_on_ray(cfg, staging)
-        return release_source(cfg, RaySource(staging), fingerprints, timings)
+        # the release's per-block work runs on the workers as the rows leave the last stage
+        # (pipeline.release.runs); the driver merges the partials as they arrive
+        collector = RunCollector(cfg.metrics.examples_per_code)
+        maker = RunMaker(staging, _vocab(cfg), cfg.metrics.examples_per_code, cfg.metrics, cfg.metrics.sample_seed)
+        timings = run_stages_on_ray(cfg, maker, collector, RUN_ROWS, work_uri=staging)
+        timings.append(collector.timing())
+        return release_source(cfg, collector.source(staging), fingerprints, timings)
     finally:
         fs, path = filesystem_for(staging)
         if staging.startswith("s3://"):
@@ -79,6 +85,10 @@ def run_local(cfg: RunConfig) -> tuple[pa.Table, list[Timing]]:
     stages = [spec.stage_class()(spec.params) for spec in cfg.stages]
     rows = read_inputs(cfg.inputs, cfg.max_record_bytes, media_roots=cfg.media_roots)
     return run_stages_checked(rows, stages, cfg.dataset_checks)
+
+
+def _vocab(cfg: RunConfig) -> dict[str, int]:
+    return {str(m): n for m, n in cfg.placeholder_vocab.items()}
 
 
 def _tuples(timings: Sequence[Any]) -> list[tuple[str, int, float]]:
@@ -99,7 +109,7 @@ def release_source(cfg: RunConfig, source: RowSource, fingerprints: list[InputFi
     """Checks and metrics, gates, report and release of the staged rows. When a gate fails, the
     report is written under ``<output>/<dataset>/_failed/<version>/`` and GateError says which
     gate failed and by how much; nothing is published."""
-    vocab: dict[str, int] = {str(m): n for m, n in cfg.placeholder_vocab.items()}
+    vocab = _vocab(cfg)
     t0 = time.perf_counter()
     gathered = gather(source, cfg.inputs, vocab, per_code=cfg.metrics.examples_per_code,
                       metrics_cfg=cfg.metrics, seed=cfg.metrics.sample_seed)

@@ -38,6 +38,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from access.io import read_bytes
 
@@ -101,9 +102,11 @@ class _Porter:
     """One table's refs made portable; see :func:`portable_media`."""
 
     def __init__(self, mode: str, release_uri: str, put: Callable[[str, bytes], Any] | None,
-                 written: MutableMapping[str, dict[str, Any]], source_root: str | None) -> None:
+                 written: MutableMapping[str, dict[str, Any]], source_root: str | None,
+                 copied: MutableMapping[str, str] | None = None) -> None:
         self.mode, self.release_uri, self.put = mode, release_uri, put
         self.written, self.source_root = written, source_root
+        self.copied = {} if copied is None else copied  # source uri -> its copy: read and hashed once
 
     def read(self, rid: Any, what: str, uri: str, embedded: bytes | None) -> bytes:
         if embedded is not None:
@@ -122,9 +125,14 @@ class _Porter:
             if embedded is not None:  # a release with embedded media has no file to point at
                 return self._copy(uri, embedded), None
             return relative_uri(self.source(uri), self.release_uri), None
+        if self.mode == "copy" and embedded is None and uri in self.copied:
+            return self.copied[uri], None
         data = self.read(rid, what, uri, embedded)
         if self.mode == "copy":
-            return self._copy(uri, data), None
+            path = self._copy(uri, data)
+            if embedded is None:
+                self.copied[uri] = path
+            return path, None
         return posixpath.basename(uri.split("?")[0]), data
 
     def _copy(self, uri: str, data: bytes) -> str:
@@ -147,18 +155,72 @@ def _replace(block: pa.Table, name: str, values: list[Any], type_: pa.DataType |
     return block.append_column(pa.field(name, type_), pa.array(values, type_))
 
 
+def _mapped(porter: _Porter, uris: pa.Array, where: Callable[[int], tuple[Any, str]]) -> pa.Array:
+    """``uris`` made portable, each distinct one once (in order of first use, as a row-by-row
+    pass would copy them); ``where(i)``: the row id and ref name of ``uris[i]``, for the error."""
+    uniq = pc.unique(uris).drop_null()
+    out = []
+    for u in uniq.to_pylist():
+        try:
+            out.append(porter.ref_uri(None, "", u, None)[0])
+        except PortableMediaError:
+            first = int(pc.index(uris, u).as_py())
+            porter.ref_uri(*where(first), u, None)  # raises, naming the row and the ref
+            raise
+    return pc.take(pa.array(out, uris.type), pc.index_in(uris, value_set=uniq))
+
+
+def _fast_media(block: pa.Table, porter: _Porter) -> pa.Table:
+    """``portable_media`` of a block without embedded bytes in ``relative`` or ``copy`` mode:
+    the refs' uris rewritten column-wise, the rest of each ref as it was."""
+    i = block.schema.get_field_index("media")
+    f = block.schema.field(i)
+    arr = block["media"].combine_chunks()
+    flat = arr.flatten()
+    if len(flat) == 0 or "uri" not in [x.name for x in flat.type]:
+        return block
+    ids = block["id"].combine_chunks()
+    starts = pc.subtract(arr.offsets, arr.offsets[0])
+    parents = pc.list_parent_indices(arr)
+
+    def where(pos: int) -> tuple[Any, str]:
+        row = int(parents[pos].as_py())
+        return ids[row].as_py(), f"media[{pos - int(starts[row].as_py())}]"
+
+    uris = _mapped(porter, pc.struct_field(flat, "uri"), where)
+    children = [uris if x.name == "uri" else pc.struct_field(flat, [j]) for j, x in enumerate(flat.type)]
+    struct = pa.StructArray.from_arrays(children, fields=list(flat.type),
+                                        mask=pc.is_null(flat) if flat.null_count else None)
+    media = pa.ListArray.from_arrays(starts, struct, type=f.type, mask=pc.is_null(arr) if arr.null_count else None)
+    return block.set_column(i, f, media)
+
+
+def _fast_negatives(block: pa.Table, porter: _Porter) -> pa.Table:
+    i = block.schema.get_field_index(NEGATIVE_COLUMN)
+    ids = block["id"].combine_chunks()
+    uris = _mapped(porter, block[NEGATIVE_COLUMN].combine_chunks(), lambda pos: (ids[pos].as_py(), NEGATIVE_COLUMN))
+    return block.set_column(i, block.schema.field(i), uris)
+
+
 def portable_media(block: pa.Table, mode: MediaMode | str, release_uri: str,
                    put: Callable[[str, bytes], Any] | None = None,
                    written: MutableMapping[str, dict[str, Any]] | None = None,
-                   source_root: str | None = None) -> pa.Table:
+                   source_root: str | None = None, copied: MutableMapping[str, str] | None = None) -> pa.Table:
     """``block`` with its media refs made portable (module docstring). ``source_root``: the
     release the refs come from when they are relative to it (an export of a release); bytes
-    already in ``media_bytes`` are used, not read again."""
+    already in ``media_bytes`` are used, not read again. ``copied``: the copies made so far, by
+    source uri, kept by the caller across blocks so that a file many rows share is read once."""
     if mode not in MEDIA_MODES:
         raise ValueError(f"release media mode {mode!r} is not relative, copy or embed")
     if mode == "copy" and put is None:
         raise ValueError("media mode 'copy' needs put(path, bytes)")
-    porter = _Porter(mode, release_uri, put, {} if written is None else written, source_root)
+    porter = _Porter(mode, release_uri, put, {} if written is None else written, source_root, copied)
+    if mode != "embed" and not any(c in block.column_names for c in (BYTES_COLUMN, NEGATIVE_BYTES_COLUMN)):
+        if "media" in block.column_names:
+            block = _fast_media(block, porter)
+        if NEGATIVE_COLUMN in block.column_names:
+            block = _fast_negatives(block, porter)
+        return block
     if "media" in block.column_names:
         ids = block["id"].to_pylist()
         media = block["media"].to_pylist()

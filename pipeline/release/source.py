@@ -2,13 +2,14 @@
 
 A :class:`RowSource` runs three kinds of work over the staged rows and streams back small
 results; the release (``pipeline.release.stream``) is written against it once, and runs the same
-way on Ray (``pipeline.run.ray_source.RaySource``, the work on workers) and in-process
-(:class:`TableSource`, for ``xmodal run --local`` and for tests).
+way after a Ray run (``pipeline.release.runs.RunsSource``: the sorted runs the workers wrote,
+merged on the driver) and in-process (:class:`TableSource`, for ``xmodal run --local`` and for
+tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import pyarrow as pa
@@ -26,8 +27,8 @@ class RowSource(Protocol):
         """The ``ok`` rows (``columns`` only) whose ``id`` occurs more than once."""
         ...
 
-    def sorted_batches(self, prepare: BlockFn, keys: Sequence[str]) -> Iterator[pa.Table]:
-        """Every row through ``prepare``, then in ascending order of ``keys``, in batches."""
+    def sorted_batches(self, losers: Mapping[tuple[str, str], str], keys: Sequence[str]) -> Iterator[pa.Table]:
+        """Every row through ``rows.prepare`` with ``losers``, in ascending order of ``keys``, in batches."""
         ...
 
 
@@ -55,10 +56,12 @@ class TableSource:
         many = counts.filter(pc.greater(counts["id_count"], 1))["id"]
         yield ok.filter(pc.is_in(ok["id"], many))
 
-    def sorted_batches(self, prepare: BlockFn, keys: Sequence[str]) -> Iterator[pa.Table]:
+    def sorted_batches(self, losers: Mapping[tuple[str, str], str], keys: Sequence[str]) -> Iterator[pa.Table]:
+        from pipeline.release.rows import prepare
+
         if self.table.num_rows == 0:
             return
-        prepared = pa.concat_tables([prepare(b) for b in self.blocks()], promote_options="permissive")
+        prepared = pa.concat_tables([prepare(b, losers) for b in self.blocks()], promote_options="permissive")
         order = pc.sort_indices(prepared, sort_keys=[(k, "ascending") for k in keys])
         for start in range(0, prepared.num_rows, self.block_rows):
             yield prepared.take(order.slice(start, self.block_rows))

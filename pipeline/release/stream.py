@@ -1,9 +1,10 @@
 """The release as a stream: checks gathered block by block, shards written from a sorted stream.
 
 1. :func:`gather`: duplicate ids from the ``id``/``status``/``source_ref`` columns of the rows
-   whose id occurs twice (a group-by on the source), then one pass of
-   :meth:`ReleasePartial.of_block` over every block (on workers), merged here: counts, lint,
-   media problems, report examples, metrics. The driver holds the partials, never the rows.
+   whose id occurs twice (from the source), then the blocks' :meth:`ReleasePartial.of_block`,
+   merged: counts, lint, media problems, report examples, metrics. A source that made them with
+   the rows (``pipeline.release.runs``, after a Ray run) hands them over merged unless there
+   are duplicate ids. The driver holds the partials, never the rows.
 2. :func:`write_shards`: the rows through ``rows.prepare``, sorted by
    ``(_group, _kind, _id, _ref)``, arrive here in batches; :class:`ShardStreamWriter` buffers one
    shard at a time and rolls over at each group change and when the shard's ``_bytes`` reach the
@@ -33,7 +34,7 @@ from pipeline.release.card import describe_schema
 from pipeline.release.kind_schemas import MARKER, NonNullCounts, fixed_size_embeddings, kind_columns
 from pipeline.release.partials import ReleasePartial
 from pipeline.release.portable import BYTES_COLUMN, NEGATIVE_BYTES_COLUMN, MediaMode, portable_media
-from pipeline.release.rows import DUPLICATE_COLUMNS, SORT_COLUMNS, duplicate_losers, prepare, written_columns
+from pipeline.release.rows import DUPLICATE_COLUMNS, SORT_COLUMNS, duplicate_losers, written_columns
 from pipeline.release.shards import ShardInfo, encode_parquet, jsonl_chunks, shard_name
 from pipeline.release.source import RowSource
 from pipeline.run.config import MetricsConfig
@@ -65,23 +66,19 @@ class _PartialFn:
         return ReleasePartial.of_block(block, self.vocab, self.per_code, self.metrics_cfg, self.seed).to_table()
 
 
-class _PrepareFn:
-    def __init__(self, losers: Mapping[tuple[str, str], str]) -> None:
-        self.losers = dict(losers)
-
-    def __call__(self, block: pa.Table) -> pa.Table:
-        return prepare(block, self.losers)
-
-
 def gather(source: RowSource, inputs: Sequence[str], vocab: Mapping[str, int], *, per_code: int = 3,
            metrics_cfg: MetricsConfig | None = None, seed: int = 0) -> Gathered:
     t0 = time.perf_counter()
     losers = duplicate_losers(source.duplicate_candidates(DUPLICATE_COLUMNS), inputs)
     t1 = time.perf_counter()
-    merged = ReleasePartial(metrics=None)
-    for result in source.map_blocks(_PartialFn(losers, vocab, per_code, metrics_cfg, seed)):
-        for part in ReleasePartial.from_table(result):
-            merged.merge(part, per_code)
+    ready: ReleasePartial | None = getattr(source, "partial", None)  # merged as the rows were made
+    if ready is not None and not losers:
+        merged = ready
+    else:  # a loser counts as a reject: the blocks' partials again, with the losers marked
+        merged = ReleasePartial(metrics=None)
+        for result in source.map_blocks(_PartialFn(losers, vocab, per_code, metrics_cfg, seed)):
+            for part in ReleasePartial.from_table(result):
+                merged.merge(part, per_code)
     t2 = time.perf_counter()
     log.info("release: %d duplicate row(s) in %.1fs; checks and metrics gathered in %.1fs",
              len(losers), t1 - t0, t2 - t1)
@@ -122,6 +119,7 @@ class ShardStreamWriter:
         # media refs of data and negatives shards (None: as they are); see the module docstring
         self.media, self.release_uri = media, release_uri
         self.media_files: dict[str, dict[str, Any]] = {}  # copied media: path -> path, bytes, sha256
+        self.copied: dict[str, str] = {}  # source uri -> its path in the release
         self.schemas: dict[str, pa.Schema] = {}  # card config -> the schema of its first shard
         self.group: str | None = None
         self.index = 0
@@ -191,7 +189,8 @@ class ShardStreamWriter:
             columns = list(data.schema.names)
         out = data.select(columns)
         if part != "rejects" and self.media is not None:
-            out = portable_media(out, self.media, self.release_uri, put=self.put, written=self.media_files)
+            out = portable_media(out, self.media, self.release_uri, put=self.put, written=self.media_files,
+                                 copied=self.copied)
         if part == "data":
             out = fixed_size_embeddings(out, self.non_null.embedding_shapes(kind))
         marker = pa.array([part] * out.num_rows, pa.string())
@@ -214,7 +213,7 @@ def write_shards(source: RowSource, losers: Mapping[tuple[str, str], str], put: 
                  media: MediaMode | None = None, release_uri: str = "") -> ShardStreamWriter:
     writer = ShardStreamWriter(put, target_bytes, jsonl, watch, non_null, media, release_uri)
     t0 = time.perf_counter()
-    for batch in source.sorted_batches(_PrepareFn(losers), list(SORT_COLUMNS)):
+    for batch in source.sorted_batches(losers, list(SORT_COLUMNS)):
         writer.add(batch)
     writer.close()
     log.info("release: %d rows in %d shard file(s) in %.1fs", writer.rows, len(writer.shards),

@@ -2,9 +2,10 @@
 
 It turns a stage list into ``map_batches`` calls: ``batch_format="pyarrow"``, fractional
 ``num_cpus`` (a 2-core machine never deadlocks its read tasks), ``ActorPoolStrategy`` for stages
-that load a model once per actor, and ``mode="overwrite"`` on the staging write so that a re-run
-replaces rather than appends. Rows never come back to the driver through Ray: the staged Parquet
-files are what the release step reads.
+that load a model once per actor, and ``mode="overwrite"`` on checkpoint writes so that a re-run
+replaces rather than appends. Rows never come back to the driver through Ray: the last step
+(``pipeline.run.ray_runs``) hands every block to the release's ``finalize``, which writes the
+sorted runs the release step reads and returns one small summary row.
 
 With a checkpoint root (``checkpoint_uri=`` or the
 :func:`pipeline.run.checkpoints.stage_checkpoints` block that nightly builds wrap around
@@ -46,6 +47,7 @@ from pipeline.run.checkpoints import (
     plan_checkpoints,
 )
 from pipeline.run.config import RunConfig, StageSpec
+from pipeline.run.ray_runs import Finalize, write_runs
 from pipeline.run.ray_stages import ActorStage, TaskStage, named, read_stats, start_stats, timings_from
 from stages.base import Resources
 
@@ -186,13 +188,6 @@ def _apply(ds: Any, spec: StageSpec, stats_name: str | None = None) -> Any:
     return ds.map_batches(stage_callable(spec, stats_name), **kwargs)
 
 
-def _copy_dir(src_uri: str, dst_uri: str) -> None:
-    src_fs, src = filesystem_for(src_uri)
-    dst_fs, dst = filesystem_for(dst_uri)
-    dst_fs.create_dir(dst, recursive=True)
-    pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
-
-
 def run_checkpointed(cfg: RunConfig, root_uri: str, stages: Sequence[StageSpec],
                      stats_name: str | None = None) -> StageCheckpoint:
     """Run ingest and every stage, one materialised step at a time, starting after the last step
@@ -234,15 +229,19 @@ def _checked(p: Any, before_uri: str, rest: Sequence[StageSpec], stats_name: str
 
 
 def run_stages_on_ray(
-    cfg: RunConfig, staging_uri: str, stages: Sequence[StageSpec] | None = None, *, checkpoint_uri: str | None = None
+    cfg: RunConfig, finalize: Finalize, on_summary: Callable[[Any], None], rows_per_run: int,
+    stages: Sequence[StageSpec] | None = None, *, checkpoint_uri: str | None = None, work_uri: str,
 ) -> list[dict[str, Any]]:
-    """Ingest the inputs, apply the stages and write every row (kept and rejected) to staging;
-    return each stage's rows in, rows out and seconds (summed over the workers).
+    """Ingest the inputs, apply the stages and hand every row (kept and rejected) to ``finalize``
+    on the workers (``pipeline.run.ray_runs``), its summaries to ``on_summary``; return each
+    stage's rows in, rows out and seconds (summed over the workers). ``work_uri``: a folder of
+    the run's own, beside which the rows before the dataset checks are staged.
 
     Without a checkpoint root (the argument, or an enclosing :func:`stage_checkpoints`) the
     stages stream into each other in one Ray Data execution; with one, each is materialised and
     a re-run resumes after the last completed stage (module docstring)."""
     import ray
+    import ray.data
 
     ensure_ray(cfg)
     specs = list(cfg.stages if stages is None else stages)
@@ -259,7 +258,11 @@ def run_stages_on_ray(
     from pipeline.run.dataset_checks import split_at_after
 
     checks, split, checked = cfg.dataset_checks, split_at_after(order, cfg.dataset_checks), None
-    before = f"{staging_uri.rstrip('/').rsplit('/', 1)[0]}/.staging-{cfg.version}-{uuid.uuid4().hex[:8]}"
+    before = f"{work_uri.rstrip('/').rsplit('/', 1)[0]}/.staging-{cfg.version}-{uuid.uuid4().hex[:8]}"
+
+    def finish(ds: Any, label: str) -> None:
+        write_runs(ds, finalize, on_summary, rows_per_run, label, progress_interval_s(), progress)
+
     try:
         if root is None:
             ds = _ingest(cfg)
@@ -268,14 +271,15 @@ def run_stages_on_ray(
             if checks is not None:
                 _write_stage(ds, before, f"stages up to {checks.after}", progress)
                 ds, checked = _checked(checks, before, specs[split:], stats_name)
-            _write_stage(ds, staging_uri, "all stages", progress)
+            finish(ds, "all stages")
         else:
             last = run_checkpointed(cfg, root, specs[:split], stats_name)
             if checks is None:
-                _copy_dir(last.data_uri, staging_uri)
+                fs, path = filesystem_for(last.data_uri)
+                finish(ray.data.read_parquet(path, filesystem=fs), "the checkpointed rows")
             else:
                 ds, checked = _checked(checks, last.data_uri, specs[split:], stats_name)
-                _write_stage(ds, staging_uri, "dataset checks and the stages after them", progress)
+                finish(ds, "dataset checks and the stages after them")
         snap = read_stats(actor)
         if snap is None:
             log.warning("per-stage statistics were lost (their actor died); the rows are all staged")
@@ -293,5 +297,4 @@ def run_stages_on_ray(
     for t in timings:
         log.info("stage %s: %d rows in, %d out, %.1f s in the stage", t["stage"], t["rows_in"], t["rows_out"],
                  t["seconds"])
-    log.info("staged %s", staging_uri)
     return timings

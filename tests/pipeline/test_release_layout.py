@@ -99,3 +99,36 @@ def test_portable_media_relative_copy_and_embed(tmp_path: Path) -> None:
     (tmp_path / "media" / "a.png").unlink()
     with pytest.raises(PortableMediaError, match="o1: media\\[0\\]"):
         portable_media(table, "copy", str(release), put=put.__setitem__)
+
+
+def test_copied_refs_keep_every_other_field_null_and_row(tmp_path: Path) -> None:
+    """Copy mode rewrites uris column-wise: each file read and stored once, in order of first
+    use; null lists and null negatives stay null; the rest of each ref is untouched; a file gone
+    missing names the row and the ref, also when it is not a row's first."""
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a", "b", "c"):
+        (media / f"{name}.png").write_bytes(name.encode() * 8)
+    ref = lambda n, w: {"modality": "image", "uri": str(media / f"{n}.png"), "width": w}  # noqa: E731
+    base = {"status": "ok", "kind": "object", "content": "x", "source": "s", "license": "CC0-1.0",
+            "placeholder_version": "v1", "review_status": "unreviewed", "source_ref": "m.jsonl:1"}
+    data = [{**base, "id": "skip", "media": [ref("c", 1)]},
+            {**base, "id": "r0", "media": [ref("b", 2), ref("a", 3)]},
+            {**base, "id": "r1", "media": None},
+            {**base, "id": "r2", "media": []},
+            {**base, "id": "r3", "media": [ref("a", 4), ref("c", 5)]}]
+    table = pa.Table.from_pylist(data, schema=ROW_SCHEMA).slice(1)  # offsets that do not start at 0
+    table = table.append_column("negative_media", pa.array([None, str(media / "b.png"), None, None]))
+    put: dict[str, bytes] = {}
+    out = portable_media(table, "copy", str(tmp_path / "rel"), put=put.__setitem__)
+    stored = list(put)
+    assert [put[p] for p in stored] == [b"b" * 8, b"a" * 8, b"c" * 8]  # first use order, once each
+    b, a, c = stored
+    got = out["media"].to_pylist()
+    assert [[(r["uri"], r["width"]) for r in refs] if refs is not None else None for refs in got] == \
+        [[(b, 2), (a, 3)], None, [], [(a, 4), (c, 5)]]
+    assert out["negative_media"].to_pylist() == [None, b, None, None]
+    assert out["id"].to_pylist() == ["r0", "r1", "r2", "r3"] and out.schema == table.schema
+    (media / "c.png").unlink()
+    with pytest.raises(PortableMediaError, match=r"r3: media\[1\]"):
+        portable_media(table, "copy", str(tmp_path / "rel2"), put={}.__setitem__)

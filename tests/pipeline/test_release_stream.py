@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from pipeline.release import runs
 from pipeline.release.rows import row_nbytes
-from pipeline.release.source import TableSource
+from pipeline.release.runs import RunCollector, RunMaker, RunsSource
+from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import ShardStreamWriter, gather
 from pipeline.release.writer import InputFingerprint, write_release_stream
 from pipeline.run.config import MetricsConfig
@@ -21,22 +24,35 @@ from stages.placeholder_lint import PlaceholderLint
 VOCAB = {"image": 8192, "audio": 8192, "video": 8192}
 
 
-def manifest(tmp_path: Path, n: int = 120) -> str:
+def manifest(tmp_path: Path, n: int = 120, duplicate: bool = True) -> str:
     lines = []
     for i in range(n):
         content = "bad <|image_start|> span" if i % 9 == 0 else f"text {i} " + "x" * (i % 37)
         lines.append(json.dumps({"id": f"t-{i:04d}", "kind": "text", "content": content, "source": "s",
                                  "license": "CC0-1.0"}))
-    lines.append(json.dumps({"id": "t-0003", "kind": "text", "content": "a duplicate id", "source": "s",
-                             "license": "CC0-1.0"}))
+    if duplicate:
+        lines.append(json.dumps({"id": "t-0003", "kind": "text", "content": "a duplicate id", "source": "s",
+                                 "license": "CC0-1.0"}))
     lines.append('{"id": "broken", ')
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
-def release(tmp_path: Path, table: pa.Table, uri: str, name: str, block_rows: int) -> dict:
-    source = TableSource(table, block_rows=block_rows)
+def runs_source(tmp_path: Path, table: pa.Table, uri: str, run_rows: int) -> RunsSource:
+    """What a Ray run leaves the release: the table's blocks through RunMaker, as the workers
+    would call it, and their summaries through RunCollector."""
+    staging = tmp_path / f"staging-{run_rows}"
+    maker = RunMaker(str(staging), VOCAB, 2, MetricsConfig(), 0)
+    collector = RunCollector(2)
+    for start in range(0, table.num_rows, run_rows):
+        collector(maker(table.slice(start, run_rows)))
+    return collector.source(str(staging))
+
+
+def release(tmp_path: Path, table: pa.Table, uri: str, name: str, block_rows: int,
+            source: RowSource | None = None) -> dict:
+    source = source or TableSource(table, block_rows=block_rows)
     gathered = gather(source, [uri], VOCAB, per_code=2, metrics_cfg=MetricsConfig())
     counts = gathered.partial.counts(fingerprint_input(uri)[2])
     assert gathered.partial.metrics is not None
@@ -73,6 +89,29 @@ def test_one_block_and_many_blocks_give_the_same_release(tmp_path: Path) -> None
     details = dup["reject_detail"].to_pylist()
     # the first line of the id wins (line 4), whatever the order the rows came in
     assert any("duplicate id 't-0003' (first at" in d and d.endswith("m.jsonl:4)") for d in details)
+
+
+@pytest.mark.parametrize("duplicates", [True, False])
+def test_merged_runs_give_the_release_of_one_sorted_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          duplicates: bool) -> None:
+    """A Ray run's release (sorted runs merged on the driver, more runs than the fan-in, and
+    losers of duplicate ids taken out and merged back) is byte for byte the in-process one."""
+    uri = manifest(tmp_path, duplicate=duplicates)
+    table = run_stages(read_inputs([uri], 1 << 20), [PlaceholderLint()]).table
+    table = table.take(pa.array(list(range(table.num_rows))[::-1]))
+    monkeypatch.setattr(runs, "FAN_IN", 3)  # 18 runs of 7 rows: two levels of merging
+    monkeypatch.setattr(runs, "RUN_ROW_GROUP", 4)  # a run is read 4 rows at a time
+    whole = release(tmp_path, table, uri, "whole", block_rows=1 << 20)
+    merged = release(tmp_path, table, uri, "merged", 0, source=runs_source(tmp_path, table, uri, 7))
+    one = release(tmp_path, table, uri, "one", 0, source=runs_source(tmp_path, table, uri, 1 << 20))
+    for other in (merged, one):
+        assert [(s["path"], s["sha256"]) for s in other["manifest"]["shards"]] == \
+            [(s["path"], s["sha256"]) for s in whole["manifest"]["shards"]]
+        assert other["manifest"]["counts"] == whole["manifest"]["counts"]
+        assert other["manifest"]["metrics"] == whole["manifest"]["metrics"]
+        assert other["examples"] == whole["examples"] and other["report"] == whole["report"]
+    rejected = whole["manifest"]["counts"]["rejected_by_code"]
+    assert rejected.get("ERR_CROSS_MDL_SCHEMA") == (2 if duplicates else 1)
 
 
 def test_shards_roll_over_at_the_target_and_at_each_group() -> None:
