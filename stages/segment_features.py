@@ -109,13 +109,17 @@ def audio_features(samples: np.ndarray, sample_rate: int, hop_us: int = 20_000,
 
 # ---- video ---------------------------------------------------------------------------------
 def _frame_descriptor(small: np.ndarray, grey: np.ndarray) -> np.ndarray:
-    pixels = small.reshape(-1, 3).astype(np.float32) / 255.0
+    """Channel means and standard deviations (0-1), an 8-bin hue histogram and the mean
+    gradient magnitude. OpenCV's reductions, not numpy's: a frame's reductions in numpy cost
+    ~0.23 ms of fixed overhead, ~6x OpenCV's, and this runs on every frame of every segment
+    (the same values to ~1e-6)."""
+    mean, std = cv2.meanStdDev(small)
     hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
     hue_hist = np.bincount((hsv[..., 0].ravel().astype(np.int64) * 8) // 180, minlength=8)[:8]
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    texture = float(np.mean(np.sqrt(gx * gx + gy * gy))) / 255.0
-    return np.concatenate([pixels.mean(axis=0), pixels.std(axis=0),
+    texture = cv2.mean(cv2.magnitude(gx, gy))[0] / 255.0
+    return np.concatenate([mean.ravel() / 255.0, std.ravel() / 255.0,
                            hue_hist / max(1, grey.size), [texture]]).astype(np.float32)
 
 
