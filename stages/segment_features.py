@@ -88,15 +88,16 @@ def audio_features(samples: np.ndarray, sample_rate: int, hop_us: int = 20_000,
         y = np.pad(y, (0, n_fft - y.size))
     non_finite = int(y.size - np.count_nonzero(np.isfinite(y)))
     finite = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0) if non_finite else y
-    mel = librosa.feature.melspectrogram(y=finite, sr=sample_rate, n_fft=n_fft, hop_length=hop,
-                                         n_mels=n_mels, center=True)
+    # one STFT for the mel bands and the flatness (each would compute the same one itself)
+    magnitude = np.abs(librosa.stft(finite, n_fft=n_fft, hop_length=hop, center=True))
+    mel = librosa.feature.melspectrogram(S=magnitude ** 2, sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
     logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
     spectral = logmel if kind == "logmel" else librosa.feature.mfcc(S=logmel, n_mfcc=n_mfcc)
     onset = librosa.onset.onset_strength(S=logmel, sr=sample_rate,
                                          hop_length=hop, lag=1, center=False)
     rms = librosa.feature.rms(y=finite, frame_length=n_fft, hop_length=hop, center=True)[0]
     rms_db = np.maximum(20.0 * np.log10(np.maximum(rms, 1e-12)), SILENCE_FLOOR_DB)
-    flat = librosa.feature.spectral_flatness(y=finite, n_fft=n_fft, hop_length=hop)[0]
+    flat = librosa.feature.spectral_flatness(S=magnitude)[0]
     frames = spectral.shape[1]
     return AudioFeatures(
         sample_rate=sample_rate, hop_length=hop, num_samples=int(samples.shape[0]),
