@@ -10,6 +10,7 @@ they write (``pipeline.release.runs``); in-process over the table.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -25,7 +26,7 @@ from pipeline.release.partials import CountsError
 from pipeline.release.publish import UploadSettings
 from pipeline.release.report import render_report
 from pipeline.release.report_dataset_checks import dataset_checks_sections
-from pipeline.release.runs import RUN_ROWS, RunCollector, RunMaker
+from pipeline.release.runs import RunCollector, RunMaker, rows_per_run
 from pipeline.release.source import RowSource, TableSource
 from pipeline.release.stream import gather
 from pipeline.release.writer import (
@@ -65,7 +66,8 @@ def run_config(cfg: RunConfig, *, local: bool = False) -> ReleaseResult:
         # (pipeline.release.runs); the driver merges the partials as they arrive
         collector = RunCollector(cfg.metrics.examples_per_code)
         maker = RunMaker(staging, _vocab(cfg), cfg.metrics.examples_per_code, cfg.metrics, cfg.metrics.sample_seed)
-        timings = run_stages_on_ray(cfg, maker, collector, RUN_ROWS, work_uri=staging)
+        per_run = rows_per_run(sum(f.records for f in fingerprints), cfg.ray.num_cpus or os.cpu_count() or 1)
+        timings = run_stages_on_ray(cfg, maker, collector, per_run, work_uri=staging)
         timings.append(collector.timing())
         return release_source(cfg, collector.source(staging), fingerprints, timings)
     finally:

@@ -40,12 +40,19 @@ from pipeline.release.rows import HELPER_COLUMNS, SORT_COLUMNS, prepare
 from pipeline.run.config import MetricsConfig
 from schemas.records import STATUS_OK
 
-RUN_ROWS = 20_000  # rows per run: fewer runs, a smaller merge; still a task per 20 k rows
+RUN_ROWS = 20_000  # at most, rows per run: fewer runs, a smaller merge
+MIN_RUN_ROWS = 2_000
 RUN_ROW_GROUP = 1024  # what the merge holds of each run
 FAN_IN = 64  # runs merged at once
 RUN_CODEC = "lz4"  # runs are read once: a fast codec (zstd reads them ~2.5x slower)
 ID_COLUMNS = ("id", "source_ref")
 BlockFn = Callable[[pa.Table], pa.Table]
+
+
+def rows_per_run(records: int, cpus: int) -> int:
+    """Rows per run: a few runs per CPU for a small build (one 20 k-row task at the end would
+    wait for every row, on one core), ``RUN_ROWS`` for a large one (fewer runs to merge)."""
+    return max(MIN_RUN_ROWS, min(RUN_ROWS, records // max(1, 4 * cpus)))
 
 
 def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
