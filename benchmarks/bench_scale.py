@@ -167,6 +167,12 @@ def main() -> int:
     release_ratio = big["pyarrow_s"] / big["release_s"]
     speedup = (results[small]["records"] / results[small]["wall_s"]) / (one_cpu["records"] / one_cpu["wall_s"])
     report("scale", f"driver peak RSS {large:,} / {small:,} records", round(rss_ratio, 3), "<= 1.3")
+    own = results[large]["driver_anon_kib"] / results[small]["driver_anon_kib"]
+    report("scale", f"driver's own memory (RssAnon) {large:,} / {small:,} records", round(own, 3))
+    if len(sizes) > 2:  # past the size where shards fill up, memory should be flat
+        mid = sizes[-2]
+        report("scale", f"driver peak RSS {large:,} / {mid:,} records",
+               round(results[large]["driver_hwm_kib"] / results[mid]["driver_hwm_kib"], 3))
     report("scale", f"end-to-end records/s at {large:,} (2 CPUs)", round(big["records"] / big["wall_s"], 1))
     report("scale", f"release rows/s / pyarrow zstd write rows/s ({big['rows']:,} rows)", round(release_ratio, 3),
            ">= 0.5")
